@@ -1,0 +1,99 @@
+"""アプリの組み立て：create_app(settings, service=None) が ASGI アプリを返す。"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import ORJSONResponse
+
+from model_in_image import __version__
+from model_in_image.api.hotpath import HotPathDispatcher, Receive, Scope, Send
+from model_in_image.api.routes import HOT_ROUTES, register_hot_routes
+from model_in_image.api.state import ServerState
+from model_in_image.errors import ModelServerError
+from model_in_image.inference import InferenceService, build_service
+from model_in_image.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class ModelServerApp:
+    """最外層の ASGI アプリ（高速経路 + FastAPI）。"""
+
+    def __init__(self, settings: Settings, state: ServerState, api: FastAPI) -> None:
+        self.settings = settings
+        self.state = state
+        self.api = api
+        self._dispatch = HotPathDispatcher(api, HOT_ROUTES, state, settings.max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI エントリポイント。"""
+        await self._dispatch(scope, receive, send)
+
+
+def create_app(settings: Settings, service: InferenceService | None = None) -> ModelServerApp:
+    """アプリを作る。service を渡さなければライフスパンでモデルを読み込む。"""
+    state = ServerState()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            state.service = service if service is not None else build_service(settings)
+        except ModelServerError as exc:
+            logger.error("start-up failed: %s", exc.message)
+            raise
+        restore = install_drain_handler(state, settings.shutdown_drain_seconds)
+        try:
+            yield
+        finally:
+            restore()
+            state.draining = True
+
+    api = FastAPI(
+        title="model-in-image",
+        version=__version__,
+        description="Model-in-Image パターンの推論 API（ONNX Runtime）。",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    register_hot_routes(api, state, settings.max_body_bytes)
+
+    @api.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> ORJSONResponse:
+        logger.error("unhandled error", exc_info=exc)
+        return ORJSONResponse({"detail": "Internal server error"}, status_code=500)
+
+    return ModelServerApp(settings, state, api)
+
+
+def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:
+    """SIGTERM で readiness を即座に 503 にし、drain_seconds 後に元のハンドラ（uvicorn の終了処理）へ渡す。"""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: SignalHandler = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if callable(previous):
+            previous(signum, frame)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if state.draining:  # 2 回目は即座に終了処理へ
+            forward(signum, frame)
+            return
+        state.draining = True
+        logger.info("SIGTERM: readiness is now 503; draining for %.1f s", drain_seconds)
+        loop.call_soon_threadsafe(loop.call_later, drain_seconds, forward, signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,231 @@
+"""推論のデータプレーン：入力の解析・検証・推論・応答の直列化。
+
+シードの API と V2 API の両方がここを通る（検証規則はこの一か所だけ）。
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from model_in_image.errors import InvalidInputError, ModelLoadError, ModelServerError
+from model_in_image.modelcard import ModelCard
+from model_in_image.runtime import FloatArray, OnnxClassifier
+from model_in_image.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class PredictBody(msgspec.Struct):
+    """POST /predict のボディ（{"data": [[...], ...]}）。"""
+
+    data: list[list[float]]
+
+
+_DECODER = msgspec.json.Decoder(PredictBody)
+
+
+def _loc_from_msgspec(message: str) -> list[str | int]:
+    """msgspec のエラーパス（$.data[0][2]）を FastAPI の loc に変換する。"""
+    loc: list[str | int] = ["body"]
+    if " - at `" in message:
+        path = message.rsplit(" - at `", 1)[1].rstrip("`")
+        for name, index in _PATH_TOKEN.findall(path):
+            loc.append(name if name else int(index))
+    elif "missing required field `" in message:
+        loc.append(message.split("`")[1])
+    return loc
+
+
+def decode_predict_body(body: bytes) -> list[list[float]]:
+    """JSON ボディを型検証しながら解析する（真偽値・文字列・null は拒否）。"""
+    try:
+        return _DECODER.decode(body).data
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        loc = _loc_from_msgspec(message)
+        raise InvalidInputError.single(tuple(loc), message.split(" - at `")[0]) from None
+    except msgspec.DecodeError as exc:
+        raise ModelServerError(f"Invalid JSON: {exc}", status_code=400) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """入力の上限。"""
+
+    max_rows: int
+
+
+def validate_rows(
+    rows: Sequence[Sequence[float]], *, width: int, limits: Limits, loc: tuple[str | int, ...]
+) -> FloatArray:
+    """2 次元の行列を検証して float64 配列にする（空・幅違い・不揃い・範囲外を拒否）。"""
+    if not rows:
+        raise InvalidInputError.single(loc, "data must contain at least one row", "too_short")
+    if len(rows) > limits.max_rows:
+        raise InvalidInputError.single(
+            loc, f"too many rows: {len(rows)} > limit {limits.max_rows}", "too_long"
+        )
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise InvalidInputError.single(
+                (*loc, i), f"row {i} has {len(row)} values; the model expects {width}"
+            )
+    array = np.array(rows, dtype=np.float64)
+    return check_range(array, loc=loc)
+
+
+def check_range(array: FloatArray, *, loc: tuple[str | int, ...]) -> FloatArray:
+    """有限かつ float32 の範囲内であることを確かめる。"""
+    magnitude = np.abs(array)
+    if not (magnitude <= FLOAT32_MAX).all():  # NaN もここで拒否される
+        flat = int(np.argmax(~(magnitude <= FLOAT32_MAX)))
+        row, col = divmod(flat, array.shape[1])
+        raise InvalidInputError.single(
+            (*loc, row, col), "value must be a finite number within the float32 range"
+        )
+    return array
+
+
+@dataclass(slots=True)
+class InferenceService:
+    """分類器と検証規則・メタデータをまとめたデータプレーン。"""
+
+    classifier: OnnxClassifier
+    model_name: str
+    sample: list[list[float]]
+    limits: Limits
+    card: ModelCard | None = None
+    metadata: dict[str, Any] = field(init=False)
+    metadata_json: bytes = field(init=False)
+    labels_json: bytes = field(init=False)
+    sample_proba_json: bytes = field(init=False)
+    sample_label_json: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        """サンプル推論（ウォームアップ）を行い、固定の応答を前計算する。"""
+        width = self.classifier.signature.input_width
+        try:
+            sample = validate_rows(self.sample, width=width, limits=self.limits, loc=("sample",))
+        except InvalidInputError as exc:
+            raise ModelLoadError(f"sample input does not fit the model: {exc.message}") from exc
+        probabilities = self.predict(sample)
+        self.sample_proba_json = self.encode_proba(probabilities)
+        self.sample_label_json = self.encode_labels(probabilities)
+        sig = self.classifier.signature
+        self.metadata = {
+            "data_type": np.dtype(self.classifier.input_dtype).name,
+            "data_structure": f"({len(self.sample)},{width})",
+            "data_sample": self.sample,
+            "prediction_type": str(probabilities.dtype),
+            "prediction_structure": f"({len(self.sample)},{sig.num_classes})",
+            "prediction_sample": _flat_if_single(probabilities.astype(np.float64).tolist()),
+            "model_name": self.model_name,
+            "model_sha256": self.classifier.sha256,
+            "model_file": self.classifier.model_path.name,
+            "output_kind": sig.output_kind.value,
+            "labels": list(self.classifier.labels),
+            "heldout_accuracy": self.card.heldout_accuracy if self.card else None,
+        }
+        self.metadata_json = orjson.dumps(self.metadata)
+        self.labels_json = orjson.dumps(dict(enumerate(self.classifier.labels)), option=orjson.OPT_NON_STR_KEYS)
+
+    @property
+    def input_width(self) -> int:
+        """入力の特徴量数。"""
+        return self.classifier.signature.input_width
+
+    def parse(self, body: bytes) -> FloatArray:
+        """シード API のボディを検証済み配列にする。"""
+        rows = decode_predict_body(body)
+        return validate_rows(rows, width=self.input_width, limits=self.limits, loc=("body", "data"))
+
+    def predict(self, features: FloatArray) -> FloatArray:
+        """検証済み配列を推論して確率 [N, C] を返す。"""
+        return self.classifier.predict_proba(features.astype(self.classifier.input_dtype, copy=False))
+
+    def encode_proba(self, probabilities: FloatArray) -> bytes:
+        """{"prediction": [...]}（1 行ならシードと同じ平らな形）。"""
+        values = probabilities.astype(np.float64)
+        payload = values[0] if len(values) == 1 else values
+        return b'{"prediction":' + orjson.dumps(payload, option=_JSON_OPTS) + b"}"
+
+    def encode_labels(self, probabilities: FloatArray) -> bytes:
+        """{"prediction": "setosa"}（複数行ならリスト）。"""
+        names = self.classifier.labels_of(probabilities)
+        return orjson.dumps({"prediction": names[0] if len(names) == 1 else names})
+
+    def predict_proba_json(self, body: bytes) -> bytes:
+        """POST /predict の処理。"""
+        return self.encode_proba(self.predict(self.parse(body)))
+
+    def predict_label_json(self, body: bytes) -> bytes:
+        """POST /predict/label の処理。"""
+        return self.encode_labels(self.predict(self.parse(body)))
+
+
+def _flat_if_single(rows: list[list[float]]) -> list[float] | list[list[float]]:
+    return rows[0] if len(rows) == 1 else rows
+
+
+def build_service(settings: Settings) -> InferenceService:
+    """設定からモデルを読み込み、完全性を確かめ、ウォームアップ済みのサービスを作る。"""
+    classifier = OnnxClassifier(
+        settings.model_filepath,
+        settings.label_filepath,
+        intra_op_threads=settings.ort_intra_op_threads,
+    )
+    if settings.model_sha256 and settings.model_sha256 != classifier.sha256:
+        raise ModelLoadError(
+            f"model integrity check failed: {settings.model_filepath} has sha256 "
+            f"{classifier.sha256}, expected {settings.model_sha256} (MODEL_SHA256)"
+        )
+    card = _read_card(settings, classifier)
+    sample = settings.sample_data or (card.sample_input if card else None)
+    if sample is None:
+        sample = [[0.0] * classifier.signature.input_width]
+        logger.warning("no sample input (SAMPLE_DATA or model card): using zeros for /metadata")
+    service = InferenceService(
+        classifier=classifier,
+        model_name=settings.resolved_model_name,
+        sample=sample,
+        limits=Limits(max_rows=settings.max_batch_rows),
+        card=card,
+    )
+    logger.info(
+        "model loaded: name=%s file=%s sha256=%s width=%d classes=%d output=%s",
+        service.model_name,
+        classifier.model_path,
+        classifier.sha256,
+        classifier.signature.input_width,
+        classifier.signature.num_classes,
+        classifier.signature.output_kind.value,
+    )
+    return service
+
+
+def _read_card(settings: Settings, classifier: OnnxClassifier) -> ModelCard | None:
+    """モデルカードを読み、モデルファイルの sha256 と一致するか確かめる。"""
+    path = settings.resolved_model_card_filepath
+    if not path.exists():
+        if settings.model_card_filepath is not None:
+            raise ModelLoadError(f"model card not found: {path}")
+        return None
+    card = ModelCard.read(path)
+    if card.sha256 != classifier.sha256:
+        raise ModelLoadError(
+            f"model integrity check failed: {classifier.model_path} has sha256 "
+            f"{classifier.sha256}, but its model card {path} records {card.sha256}"
+        )
+    return card

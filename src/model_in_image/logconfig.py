@@ -1,0 +1,40 @@
+"""ログ設定（TEXT または JSON 1 行 1 オブジェクト。uvicorn のログも同じ形式）。"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_in_image.settings import LogFormat, LogLevel
+
+_TEXT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+_JSON = "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d"
+
+
+def logging_config(level: LogLevel, fmt: LogFormat, *, access_log: bool = False) -> dict[str, Any]:
+    """logging.config.dictConfig 用の辞書（uvicorn の log_config にも渡す）。"""
+    formatter: dict[str, Any]
+    if fmt is LogFormat.JSON:
+        formatter = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": _JSON,
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    else:
+        formatter = {"format": _TEXT}
+    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stdout"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {"default": handler},
+        "root": {"handlers": ["default"], "level": level.value},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level.value, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level.value, "propagate": True},
+            "uvicorn.access": {
+                "handlers": [],
+                "level": "INFO" if access_log else "WARNING",
+                "propagate": True,
+            },
+        },
+    }

@@ -1,0 +1,189 @@
+"""ONNX Runtime による分類器ランタイム（HTTP を知らない）。
+
+skl2onnx が出力する分類器（確率がテンソルでも ZipMap でも）を読み込み、
+入力幅・クラス数・出力形式をモデル自身から導く。
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from model_in_image.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.floating[Any]]
+
+_INPUT_DTYPES: dict[str, type[np.floating[Any]]] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+}
+
+
+class OutputKind(StrEnum):
+    """確率出力の形式。"""
+
+    TENSOR = "tensor"
+    ZIPMAP = "zipmap"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSignature:
+    """モデルから導いた入出力の情報。"""
+
+    input_name: str
+    input_type: str
+    input_width: int
+    output_name: str
+    output_type: str
+    output_kind: OutputKind
+    num_classes: int
+    class_keys: tuple[str, ...]
+
+
+def sha256_of(path: Path) -> str:
+    """ファイルの sha256（16 進）。"""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_labels(path: Path) -> dict[str, str]:
+    """ラベルファイル（{"0": "setosa", ...}）を読み込む。"""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"label file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"label file is not valid JSON: {path}: {exc}") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise ModelLoadError(f"label file must be a non-empty JSON object: {path}")
+    if not all(isinstance(v, str) for v in raw.values()):
+        raise ModelLoadError(f"label names must be strings: {path}")
+    return {str(k): v for k, v in raw.items()}
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """明示的なセッション設定（CPU・スレッド数固定・逐次実行）。"""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxClassifier:
+    """ONNX 分類器。起動時に一度だけ読み込み、ウォームアップしてから使う。"""
+
+    def __init__(self, model_path: Path, label_path: Path, *, intra_op_threads: int = 1) -> None:
+        self.model_path = model_path
+        self.label_path = label_path
+        self.sha256 = self._read_hash(model_path)
+        self._session = self._open_session(model_path, intra_op_threads)
+        self.signature = self._derive_signature(self._session)
+        self.labels = self._match_labels(load_labels(label_path), self.signature)
+        self._label_array = np.array(self.labels, dtype=object)
+        self._dtype = _INPUT_DTYPES[self.signature.input_type]
+        self._outputs = [self.signature.output_name]
+
+    @staticmethod
+    def _read_hash(path: Path) -> str:
+        try:
+            return sha256_of(path)
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"model file not found: {path}") from exc
+        except OSError as exc:
+            raise ModelLoadError(f"model file cannot be read: {path}: {exc}") from exc
+
+    @staticmethod
+    def _open_session(path: Path, threads: int) -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(
+                str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT は独自の例外型を投げる
+            raise ModelLoadError(f"model file is not a loadable ONNX model: {path}: {exc}") from exc
+
+    @staticmethod
+    def _derive_signature(session: ort.InferenceSession) -> ModelSignature:
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelLoadError(f"expected a model with one input, found {len(inputs)}")
+        inp = inputs[0]
+        if inp.type not in _INPUT_DTYPES:
+            raise ModelLoadError(f"unsupported input type {inp.type} (float or double tensors only)")
+        shape = list(inp.shape)
+        if len(shape) != 2 or not isinstance(shape[1], int) or shape[1] < 1:
+            raise ModelLoadError(f"input must have shape [batch, features]; found {shape}")
+        output = OnnxClassifier._probability_output(session)
+        kind = OutputKind.ZIPMAP if output.type.startswith("seq(map(") else OutputKind.TENSOR
+        probe = np.zeros((1, shape[1]), dtype=_INPUT_DTYPES[inp.type])
+        try:
+            (raw,) = session.run([output.name], {inp.name: probe})
+        except Exception as exc:
+            raise ModelLoadError(f"model failed a probe prediction: {exc}") from exc
+        if kind is OutputKind.ZIPMAP:
+            keys = tuple(str(k) for k in raw[0])
+        else:
+            keys = tuple(str(i) for i in range(np.asarray(raw).shape[-1]))
+        return ModelSignature(
+            input_name=inp.name,
+            input_type=inp.type,
+            input_width=shape[1],
+            output_name=output.name,
+            output_type=output.type,
+            output_kind=kind,
+            num_classes=len(keys),
+            class_keys=keys,
+        )
+
+    @staticmethod
+    def _probability_output(session: ort.InferenceSession) -> Any:
+        for out in session.get_outputs():
+            if out.type.startswith("seq(map(") or (
+                out.type in ("tensor(float)", "tensor(double)") and len(out.shape) == 2
+            ):
+                return out
+        found = [(o.name, o.type) for o in session.get_outputs()]
+        raise ModelLoadError(f"model has no probability output (tensor [N, C] or ZipMap): {found}")
+
+    @staticmethod
+    def _match_labels(labels: dict[str, str], sig: ModelSignature) -> tuple[str, ...]:
+        """ラベルファイルのキーがクラス番号 0..C-1 と一致することを確かめる。"""
+        expected = {str(i) for i in range(sig.num_classes)}
+        if set(labels) != expected:
+            raise ModelLoadError(
+                f"label file has {len(labels)} entries {sorted(labels)} but the model has "
+                f"{sig.num_classes} classes (expected keys {sorted(expected)})"
+            )
+        return tuple(labels[str(i)] for i in range(sig.num_classes))
+
+    @property
+    def input_dtype(self) -> type[np.floating[Any]]:
+        """モデルが受け取る数値型。"""
+        return self._dtype
+
+    def predict_proba(self, features: FloatArray) -> FloatArray:
+        """確率 [N, C] を返す（入力は検証済みの [N, 幅] 配列）。"""
+        (raw,) = self._session.run(self._outputs, {self.signature.input_name: features})
+        if self.signature.output_kind is OutputKind.ZIPMAP:
+            return np.array([list(row.values()) for row in raw], dtype=np.float32)
+        return np.asarray(raw)
+
+    def labels_of(self, probabilities: FloatArray) -> list[str]:
+        """確率から最尤クラスのラベル名を返す。"""
+        return self._label_array[probabilities.argmax(axis=1)].tolist()  # type: ignore[no-any-return]

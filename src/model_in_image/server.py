@@ -1,0 +1,60 @@
+"""uvicorn の起動（uvloop + httptools、ワーカー数、ログ設定）。"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from model_in_image.api.app import create_app
+from model_in_image.inference import build_service
+from model_in_image.logconfig import logging_config
+from model_in_image.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STARTUP_FAILURE = 3
+
+
+def app_from_env() -> object:
+    """ワーカープロセス用のファクトリ（環境変数から設定を読む）。"""
+    return create_app(Settings())
+
+
+def uvicorn_config(settings: Settings, *, multiprocess: bool) -> uvicorn.Config:
+    """設定から uvicorn.Config を作る。"""
+    app: object = "model_in_image.server:app_from_env" if multiprocess else create_app(settings)
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        factory=multiprocess,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=logging_config(settings.log_level, settings.log_format, access_log=settings.access_log),
+        access_log=settings.access_log,
+        timeout_keep_alive=int(settings.timeout_keep_alive),
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+def serve(settings: Settings) -> int:
+    """サーバーを起動し、終了コードを返す（SIGTERM での正常終了は 0）。"""
+    # uvicorn は終了後に受けたシグナルを再送する：既定動作（143 で終了）にしない
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    multiprocess = settings.workers > 1
+    config = uvicorn_config(settings, multiprocess=multiprocess)
+    server = uvicorn.Server(config)
+    if not multiprocess:
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    config.configure_logging()
+    build_service(settings)  # ワーカーを起動する前に一度検証して即座に失敗させる
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
+

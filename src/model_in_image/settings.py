@@ -1,0 +1,124 @@
+"""サーバー設定（環境変数から起動時に一度だけ読み込む）。"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL_DIR = Path("models")
+
+
+class LogFormat(StrEnum):
+    """ログの出力形式。"""
+
+    TEXT = "TEXT"
+    JSON = "JSON"
+
+
+class LogLevel(StrEnum):
+    """ログレベル。"""
+
+    CRITICAL = "CRITICAL"
+    ERROR = "ERROR"
+    WARNING = "WARNING"
+    INFO = "INFO"
+    DEBUG = "DEBUG"
+
+
+class Settings(BaseSettings):
+    """推論サーバーの設定。値が不正なら起動前に ValidationError で止まる。"""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        protected_namespaces=(),
+    )
+
+    # 仕様書 §6 の環境変数
+    model_filepath: Path = DEFAULT_MODEL_DIR / "iris_svc.onnx"
+    label_filepath: Path = DEFAULT_MODEL_DIR / "label.json"
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.TEXT
+
+    # モデルの付帯情報
+    model_card_filepath: Path | None = None
+    model_sha256: str | None = None
+    model_name: str | None = None
+    sample_data: Annotated[list[list[float]] | None, NoDecode] = None
+
+    # サーバー
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    access_log: bool = False
+    timeout_keep_alive: float = Field(default=5.0, gt=0)
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=300)
+
+    # 入力の上限
+    max_batch_rows: int = Field(default=1000, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+
+    # ONNX Runtime
+    ort_intra_op_threads: int = Field(default=1, ge=1, le=256)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        """大文字小文字を区別しない。"""
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("model_sha256", mode="before")
+    @classmethod
+    def _normalise_sha256(cls, value: Any) -> Any:
+        """空文字は未指定として扱い、16 進 64 桁だけを受け付ける。"""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip().lower()
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            raise ValueError("MODEL_SHA256 must be 64 hexadecimal characters")
+        return text
+
+    @field_validator("model_name", mode="before")
+    @classmethod
+    def _empty_name_is_none(cls, value: Any) -> Any:
+        """空文字はモデル名の未指定として扱う。"""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sample_data", mode="before")
+    @classmethod
+    def _parse_sample(cls, value: Any) -> Any:
+        """SAMPLE_DATA は JSON 文字列（例: [[5.1, 3.5, 1.4, 0.2]]）。"""
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"SAMPLE_DATA is not valid JSON: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_sample(self) -> Settings:
+        """サンプルは 1 行以上・全行同じ幅であること。"""
+        if self.sample_data is not None:
+            widths = {len(row) for row in self.sample_data}
+            if not self.sample_data or len(widths) != 1 or 0 in widths:
+                raise ValueError("SAMPLE_DATA must be a non-empty 2-D list with rows of equal width")
+        return self
+
+    @property
+    def resolved_model_name(self) -> str:
+        """モデル名（未指定ならモデルファイル名の stem）。"""
+        return self.model_name or self.model_filepath.stem
+
+    @property
+    def resolved_model_card_filepath(self) -> Path:
+        """モデルカードのパス（未指定ならモデルと同じディレクトリの model_card.json）。"""
+        return self.model_card_filepath or self.model_filepath.with_name("model_card.json")
