@@ -26,7 +26,9 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="model-in-image", description="Model-in-Image 推論サーバー")
+    parser = argparse.ArgumentParser(
+        prog="model-in-image", description="Model-in-Image 推論サーバー"
+    )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -40,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=42)
 
     predict = sub.add_parser("predict", help="ファイルまたは標準入力の行をオフラインで推論する")
-    predict.add_argument("input", nargs="?", default="-", help="JSON か CSV のファイル（- は標準入力）")
+    predict.add_argument(
+        "input", nargs="?", default="-", help="JSON か CSV のファイル（- は標準入力）"
+    )
     predict.add_argument("--format", choices=["auto", "json", "csv"], default="auto")
     predict.add_argument("--labels", action="store_true", help="確率ではなくラベル名を出力する")
 
@@ -144,7 +148,11 @@ def _predict(service: InferenceService, source: str, fmt: str, *, labels: bool) 
                 raise ModelServerError(f"{where}: every value must be a number, got {value!r}", 400)
     features = validate_rows(rows, width=service.input_width, limits=service.limits, loc=(where,))
     probabilities = service.predict(features)
-    out = service.classifier.labels_of(probabilities) if labels else probabilities.astype(float).tolist()
+    out = (
+        service.classifier.labels_of(probabilities)
+        if labels
+        else probabilities.astype(float).tolist()
+    )
     for item in out:
         sys.stdout.write(orjson.dumps(item).decode() + "\n")
     return 0

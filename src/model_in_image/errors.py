@@ -31,7 +31,9 @@ class InvalidInputError(ModelServerError):
         self.errors = errors
 
     @classmethod
-    def single(cls, loc: tuple[str | int, ...], msg: str, kind: str = "value_error") -> InvalidInputError:
+    def single(
+        cls, loc: tuple[str | int, ...], msg: str, kind: str = "value_error"
+    ) -> InvalidInputError:
         """エラー 1 件の 422 を作る。"""
         return cls([{"type": kind, "loc": list(loc), "msg": msg}])
 

@@ -55,7 +55,9 @@ def decode_predict_body(body: bytes) -> list[list[float]]:
     except msgspec.ValidationError as exc:
         message = str(exc)
         loc = _loc_from_msgspec(message)
-        raise InvalidInputError.single(tuple(loc), message.split(" - at `")[0]) from None
+        raise InvalidInputError.single(
+            tuple(loc), message.split(" - at `", maxsplit=1)[0]
+        ) from None
     except msgspec.DecodeError as exc:
         raise ModelServerError(f"Invalid JSON: {exc}", status_code=400) from None
 
@@ -139,7 +141,9 @@ class InferenceService:
             "heldout_accuracy": self.card.heldout_accuracy if self.card else None,
         }
         self.metadata_json = orjson.dumps(self.metadata)
-        self.labels_json = orjson.dumps(dict(enumerate(self.classifier.labels)), option=orjson.OPT_NON_STR_KEYS)
+        self.labels_json = orjson.dumps(
+            dict(enumerate(self.classifier.labels)), option=orjson.OPT_NON_STR_KEYS
+        )
 
     @property
     def input_width(self) -> int:
@@ -153,7 +157,9 @@ class InferenceService:
 
     def predict(self, features: FloatArray) -> FloatArray:
         """検証済み配列を推論して確率 [N, C] を返す。"""
-        return self.classifier.predict_proba(features.astype(self.classifier.input_dtype, copy=False))
+        return self.classifier.predict_proba(
+            features.astype(self.classifier.input_dtype, copy=False)
+        )
 
     def encode_proba(self, probabilities: FloatArray) -> bytes:
         """{"prediction": [...]}（1 行ならシードと同じ平らな形）。"""

@@ -21,7 +21,11 @@ def logging_config(level: LogLevel, fmt: LogFormat, *, access_log: bool = False)
         }
     else:
         formatter = {"format": _TEXT}
-    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stdout"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "default",
+        "stream": "ext://sys.stdout",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -125,7 +125,9 @@ class OnnxClassifier:
             raise ModelLoadError(f"expected a model with one input, found {len(inputs)}")
         inp = inputs[0]
         if inp.type not in _INPUT_DTYPES:
-            raise ModelLoadError(f"unsupported input type {inp.type} (float or double tensors only)")
+            raise ModelLoadError(
+                f"unsupported input type {inp.type} (float or double tensors only)"
+            )
         shape = list(inp.shape)
         if len(shape) != 2 or not isinstance(shape[1], int) or shape[1] < 1:
             raise ModelLoadError(f"input must have shape [batch, features]; found {shape}")

@@ -35,7 +35,9 @@ def uvicorn_config(settings: Settings, *, multiprocess: bool) -> uvicorn.Config:
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        log_config=logging_config(settings.log_level, settings.log_format, access_log=settings.access_log),
+        log_config=logging_config(
+            settings.log_level, settings.log_format, access_log=settings.access_log
+        ),
         access_log=settings.access_log,
         timeout_keep_alive=int(settings.timeout_keep_alive),
         server_header=False,
@@ -57,4 +59,3 @@ def serve(settings: Settings) -> int:
     build_service(settings)  # ワーカーを起動する前に一度検証して即座に失敗させる
     Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
-

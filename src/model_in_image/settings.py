@@ -110,7 +110,9 @@ class Settings(BaseSettings):
         if self.sample_data is not None:
             widths = {len(row) for row in self.sample_data}
             if not self.sample_data or len(widths) != 1 or 0 in widths:
-                raise ValueError("SAMPLE_DATA must be a non-empty 2-D list with rows of equal width")
+                raise ValueError(
+                    "SAMPLE_DATA must be a non-empty 2-D list with rows of equal width"
+                )
         return self
 
     @property

@@ -13,9 +13,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import ORJSONResponse
+from starlette.types import Receive, Scope, Send
 
 from model_in_image import __version__
-from model_in_image.api.hotpath import HotPathDispatcher, Receive, Scope, Send
+from model_in_image.api.hotpath import HotPathDispatcher
 from model_in_image.api.routes import HOT_ROUTES, register_hot_routes
 from model_in_image.api.state import ServerState
 from model_in_image.errors import ModelServerError
@@ -77,7 +78,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> M
 
 
 def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:
-    """SIGTERM で readiness を即座に 503 にし、drain_seconds 後に元のハンドラ（uvicorn の終了処理）へ渡す。"""
+    """SIGTERM で readiness を即座に 503 にし、drain_seconds 後に uvicorn の終了処理へ渡す。"""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous: SignalHandler = signal.getsignal(signal.SIGTERM)
@@ -95,5 +96,8 @@ def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[
         logger.info("SIGTERM: readiness is now 503; draining for %.1f s", drain_seconds)
         loop.call_soon_threadsafe(loop.call_later, drain_seconds, forward, signum, frame)
 
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
     signal.signal(signal.SIGTERM, on_sigterm)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    return restore

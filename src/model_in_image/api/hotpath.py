@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_in_image.api.state import ServerState
 from model_in_image.errors import (
@@ -21,12 +21,6 @@ from model_in_image.errors import (
 )
 
 logger = logging.getLogger(__name__)
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # ハンドラ：状態とボディを受け取り (ステータス, JSON バイト列) を返す
 Handler = Callable[[ServerState, bytes], tuple[int, bytes]]
@@ -58,7 +52,9 @@ def error_body(exc: ModelServerError) -> bytes:
 
 def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
 
 
 async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
@@ -90,7 +86,9 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def send_json(send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(
+    send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     """JSON 応答を送る。"""
     headers = [JSON_HEADER, (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -118,7 +116,9 @@ async def run_hot_route(
 class HotPathDispatcher:
     """(メソッド, パス) が一致すれば高速経路、それ以外は FastAPI に渡す。"""
 
-    def __init__(self, app: ASGIApp, routes: Iterable[HotRoute], state: ServerState, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: Iterable[HotRoute], state: ServerState, max_body: int
+    ) -> None:
         self.app = app
         self.state = state
         self.max_body = max_body

@@ -8,9 +8,10 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from model_in_image.api import schemas
-from model_in_image.api.hotpath import HotRoute, Receive, Scope, Send, run_hot_route
+from model_in_image.api.hotpath import HotRoute, run_hot_route
 from model_in_image.api.state import ServerState
 
 HEALTH_OK = b'{"health":"ok"}'
@@ -109,7 +110,7 @@ class HotRouteResponse(Response):
         self.max_body = max_body
         self.background: BackgroundTask | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI として応答する。"""
         await run_hot_route(self.route, self.state, self.max_body, scope, receive, send)
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
-SETOSA = [5.1, 3.5, 1.4, 0.2]
-PREDICT_EXAMPLE = {"data": [SETOSA]}
+SETOSA: list[float] = [5.1, 3.5, 1.4, 0.2]
+PREDICT_EXAMPLE: dict[str, Any] = {"data": [SETOSA]}
 
 
 class PredictRequest(BaseModel):
     """推論リクエスト：N 行 × 特徴量数の 2 次元配列。"""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [PREDICT_EXAMPLE, {"data": [SETOSA, [6.3, 2.9, 5.6, 1.8]]}]}
+        json_schema_extra={
+            "examples": [PREDICT_EXAMPLE, {"data": [SETOSA, [6.3, 2.9, 5.6, 1.8]]}]  # type: ignore[list-item]
+        }
     )
 
     data: list[list[float]] = Field(
