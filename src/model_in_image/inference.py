@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 import msgspec
@@ -109,6 +110,8 @@ class InferenceService:
     sample: list[list[float]]
     limits: Limits
     card: ModelCard | None = None
+    # 推論 1 回ごとに (行数, 秒) を受け取る（メトリクス用、任意）
+    observer: Callable[[int, float], None] | None = None
     metadata: dict[str, Any] = field(init=False)
     metadata_json: bytes = field(init=False)
     labels_json: bytes = field(init=False)
@@ -157,9 +160,13 @@ class InferenceService:
 
     def predict(self, features: FloatArray) -> FloatArray:
         """検証済み配列を推論して確率 [N, C] を返す。"""
-        return self.classifier.predict_proba(
-            features.astype(self.classifier.input_dtype, copy=False)
-        )
+        features = features.astype(self.classifier.input_dtype, copy=False)
+        if self.observer is None:
+            return self.classifier.predict_proba(features)
+        start = perf_counter()
+        probabilities = self.classifier.predict_proba(features)
+        self.observer(len(features), perf_counter() - start)
+        return probabilities
 
     def encode_proba(self, probabilities: FloatArray) -> bytes:
         """{"prediction": [...]}（1 行ならシードと同じ平らな形）。"""

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -57,5 +61,20 @@ def serve(settings: Settings) -> int:
         return 0 if server.started else STARTUP_FAILURE
     config.configure_logging()
     build_service(settings)  # ワーカーを起動する前に一度検証して即座に失敗させる
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    with prometheus_multiprocess_dir():
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
+
+
+@contextmanager
+def prometheus_multiprocess_dir() -> Iterator[None]:
+    """全ワーカーのメトリクスを合算するための共有ディレクトリ（指定が無ければ一時ディレクトリ）。"""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="model-in-image-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]

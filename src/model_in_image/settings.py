@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     access_log: bool = False
+    metrics_enabled: bool = True
     timeout_keep_alive: float = Field(default=5.0, gt=0)
     shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=300)
 

@@ -21,6 +21,7 @@ from model_in_image.api.routes import HOT_ROUTES, register_hot_routes
 from model_in_image.api.state import ServerState
 from model_in_image.errors import ModelServerError
 from model_in_image.inference import InferenceService, build_service
+from model_in_image.metrics import Metrics
 from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,13 @@ class ModelServerApp:
         self.state = state
         self.api = api
         self._dispatch = HotPathDispatcher(api, HOT_ROUTES, state, settings.max_body_bytes)
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        """読み込んだモデルのメトリクスを有効にする（ライフスパンから呼ぶ）。"""
+        self.state.metrics = metrics
+        self._dispatch.metrics = metrics
+        if self.state.service is not None:
+            self.state.service.observer = metrics.observe_inference
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""
@@ -53,6 +61,14 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> M
         except ModelServerError as exc:
             logger.error("start-up failed: %s", exc.message)
             raise
+        if settings.metrics_enabled:
+            app.attach_metrics(
+                Metrics(
+                    model_name=state.service.model_name,
+                    model_sha256=state.service.classifier.sha256,
+                    version=__version__,
+                )
+            )
         restore = install_drain_handler(state, settings.shutdown_drain_seconds)
         try:
             yield
@@ -74,7 +90,8 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> M
         logger.error("unhandled error", exc_info=exc)
         return ORJSONResponse({"detail": "Internal server error"}, status_code=500)
 
-    return ModelServerApp(settings, state, api)
+    app = ModelServerApp(settings, state, api)
+    return app
 
 
 def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:

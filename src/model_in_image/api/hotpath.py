@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from time import perf_counter
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_in_image.api.state import ServerState
 from model_in_image.errors import (
@@ -19,13 +20,14 @@ from model_in_image.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from model_in_image.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 # ハンドラ：状態とボディを受け取り (ステータス, JSON バイト列) を返す
 Handler = Callable[[ServerState, bytes], tuple[int, bytes]]
 
-JSON_HEADER = (b"content-type", b"application/json")
+JSON = b"application/json"
 INTERNAL_ERROR = b'{"detail":"Internal server error"}'
 
 
@@ -41,6 +43,7 @@ class HotRoute:
     path: str
     handler: Handler
     reads_body: bool = False
+    content_type: bytes = JSON
 
 
 def error_body(exc: ModelServerError) -> bytes:
@@ -86,11 +89,9 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def send_json(
-    send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    """JSON 応答を送る。"""
-    headers = [JSON_HEADER, (b"content-length", str(len(body)).encode()), *extra]
+async def send_body(send: Send, status: int, body: bytes, content_type: bytes = JSON) -> None:
+    """応答を送る（既定は JSON）。"""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -99,36 +100,74 @@ async def run_hot_route(
     route: HotRoute, state: ServerState, max_body: int, scope: Scope, receive: Receive, send: Send
 ) -> int:
     """1 リクエストを処理して送ったステータスを返す。例外はここで JSON 応答に変える。"""
+    content_type = route.content_type
     try:
         body = await read_body(scope, receive, max_body) if route.reads_body else b""
         status, payload = route.handler(state, body)
     except ModelServerError as exc:
-        status, payload = exc.status_code, error_body(exc)
+        status, payload, content_type = exc.status_code, error_body(exc), JSON
     except ClientDisconnectedError:
         return 499
     except Exception:
         logger.exception("unhandled error on %s %s", route.method, route.path)
-        status, payload = 500, INTERNAL_ERROR
-    await send_json(send, status, payload)
+        status, payload, content_type = 500, INTERNAL_ERROR, JSON
+    await send_body(send, status, payload, content_type)
     return status
 
 
 class HotPathDispatcher:
-    """(メソッド, パス) が一致すれば高速経路、それ以外は FastAPI に渡す。"""
+    """(メソッド, パス) が一致すれば高速経路、それ以外は FastAPI に渡す（メトリクスも記録）。"""
 
     def __init__(
-        self, app: ASGIApp, routes: Iterable[HotRoute], state: ServerState, max_body: int
+        self,
+        app: ASGIApp,
+        routes: Iterable[HotRoute],
+        state: ServerState,
+        max_body: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.state = state
         self.max_body = max_body
+        self.metrics = metrics
         self.routes = {(r.method, r.path): r for r in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""
-        if scope["type"] == "http":
-            route = self.routes.get((scope["method"], scope["path"]))
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self.routes.get((scope["method"], scope["path"]))
+        metrics = self.metrics
+        if metrics is None:
             if route is not None:
                 await run_hot_route(route, self.state, self.max_body, scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        start = perf_counter()
+        metrics.in_flight.inc()
+        status = 499  # 応答を送る前に切断・失敗した場合
+        try:
+            if route is not None:
+                status = await run_hot_route(route, self.state, self.max_body, scope, receive, send)
+            else:
+                status = await self._fallback(scope, receive, send)
+        finally:
+            metrics.in_flight.dec()
+            # ラベルの種類を有限に保つ：FastAPI のルートはパステンプレート、不一致は unmatched
+            matched = route or scope.get("route")
+            name = getattr(matched, "path", "unmatched")
+            metrics.observe_request(name, scope["method"], status, perf_counter() - start)
+
+    async def _fallback(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """FastAPI に渡し、送ったステータスを返す。"""
+        sent = [499]
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent[0] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        return sent[0]

@@ -13,6 +13,8 @@ from starlette.types import Receive, Scope, Send
 from model_in_image.api import schemas
 from model_in_image.api.hotpath import HotRoute, run_hot_route
 from model_in_image.api.state import ServerState
+from model_in_image.errors import ModelServerError
+from model_in_image.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 HEALTH_OK = b'{"health":"ok"}'
 HEALTH_UNAVAILABLE = b'{"health":"unavailable"}'
@@ -65,6 +67,13 @@ def predict_label(state: ServerState, body: bytes) -> tuple[int, bytes]:
     return 200, state.require_service().predict_label_json(body)
 
 
+def metrics(state: ServerState, _: bytes) -> tuple[int, bytes]:
+    """Prometheus のテキスト形式（METRICS_ENABLED=false なら 404）。"""
+    if state.metrics is None:
+        raise ModelServerError("metrics are disabled", status_code=404)
+    return 200, state.metrics.render()
+
+
 HOT_ROUTES = (
     HotRoute("GET", "/health", health),
     HotRoute("GET", "/livez", livez),
@@ -75,10 +84,11 @@ HOT_ROUTES = (
     HotRoute("GET", "/predict/test/label", predict_test_label),
     HotRoute("POST", "/predict", predict, reads_body=True),
     HotRoute("POST", "/predict/label", predict_label, reads_body=True),
+    HotRoute("GET", "/metrics", metrics, content_type=METRICS_CONTENT_TYPE),
 )
 
 # OpenAPI 用の説明（パス -> (要約, 応答モデル, タグ)）
-_DOCS: dict[str, tuple[str, type[BaseModel], str]] = {
+_DOCS: dict[str, tuple[str, type[BaseModel] | None, str]] = {
     "/health": ("ヘルスチェック（シード互換）", schemas.HealthResponse, "health"),
     "/livez": ("liveness プローブ", schemas.ProbeResponse, "health"),
     "/readyz": ("readiness プローブ", schemas.ProbeResponse, "health"),
@@ -88,6 +98,7 @@ _DOCS: dict[str, tuple[str, type[BaseModel], str]] = {
     "/predict/test/label": ("サンプル入力のラベル", schemas.LabelResponse, "predict"),
     "/predict": ("推論（確率）", schemas.ProbabilityResponse, "predict"),
     "/predict/label": ("推論（ラベル名）", schemas.LabelResponse, "predict"),
+    "/metrics": ("Prometheus メトリクス（テキスト形式）", None, "health"),
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -122,6 +133,9 @@ def register_hot_routes(app: FastAPI, state: ServerState, max_body: int) -> None
 
         extra: dict[str, Any] | None = None
         responses: dict[int | str, dict[str, Any]] = dict(_NOT_READY)
+        if model is None:
+            text = {"schema": {"type": "string"}}
+            responses = {200: {"content": {route.content_type.decode(): text}}}
         if route.reads_body:
             schema = schemas.PredictRequest.model_json_schema()
             extra = {

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from model_in_image.errors import NotReadyError
 from model_in_image.inference import InferenceService
+from model_in_image.metrics import Metrics
 
 
 @dataclass(slots=True)
@@ -13,6 +14,7 @@ class ServerState:
     """ライフスパンが service を設定し、SIGTERM で draining を立てる。"""
 
     service: InferenceService | None = None
+    metrics: Metrics | None = None
     draining: bool = False
 
     @property

@@ -1,0 +1,180 @@
+"""Open Inference Protocol (V2) の型。
+
+msgspec の構造体は受信ボディの型検証に使い、pydantic のモデルは OpenAPI ドキュメント用。
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+# --- 受信ボディ（msgspec：真偽値を数値として受け付けない厳密な検証） ---
+
+
+class InputParameters(msgspec.Struct, kw_only=True):
+    """入力テンソルの parameters（binary_data_size だけを解釈する）。"""
+
+    binary_data_size: NonNegative | None = None
+
+
+class OutputParameters(msgspec.Struct, kw_only=True):
+    """要求する出力の parameters。"""
+
+    binary_data: bool | None = None
+
+
+class RequestParameters(msgspec.Struct, kw_only=True):
+    """リクエスト全体の parameters。"""
+
+    binary_data_output: bool = False
+
+
+class WireInput(msgspec.Struct, kw_only=True):
+    """入力テンソル。data は後で平らな形・入れ子の形のどちらとしても解析する。"""
+
+    name: str
+    shape: list[NonNegative]
+    datatype: str
+    parameters: InputParameters | None = None
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class WireOutput(msgspec.Struct, kw_only=True):
+    """要求する出力。"""
+
+    name: str
+    parameters: OutputParameters | None = None
+
+
+class WireRequest(msgspec.Struct, kw_only=True):
+    """推論リクエスト（JSON 部）。"""
+
+    id: str | None = None
+    parameters: RequestParameters | None = None
+    inputs: list[WireInput]
+    outputs: list[WireOutput] | None = None
+
+
+# --- OpenAPI ドキュメント用 ---
+
+
+class ErrorResponse(BaseModel):
+    """V2 のエラー応答。"""
+
+    error: str = Field(examples=["unknown model: resnet"])
+
+
+class ServerMetadataResponse(BaseModel):
+    """GET /v2 の応答。"""
+
+    name: str = Field(examples=["model-in-image"])
+    version: str = Field(examples=["1.0.0"])
+    extensions: list[str] = Field(examples=[["binary_tensor_data"]])
+
+
+class LiveResponse(BaseModel):
+    """liveness の応答。"""
+
+    live: bool
+
+
+class ReadyResponse(BaseModel):
+    """readiness の応答。"""
+
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    """テンソルの名前・型・形（-1 はバッチ次元）。"""
+
+    name: str
+    datatype: str = Field(examples=["FP32"])
+    shape: list[int] = Field(examples=[[-1, 4]])
+
+
+class ModelMetadataResponse(BaseModel):
+    """GET /v2/models/{name} の応答。"""
+
+    name: str = Field(examples=["iris_svc"])
+    versions: list[str] = Field(examples=[["1"]])
+    platform: str = Field(examples=["onnx_onnxv1"])
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class RequestInput(BaseModel):
+    """入力テンソル：FP32（または FP64）、shape は [N, 特徴量数]。"""
+
+    name: str = Field(description="モデルの入力名（入力が 1 つなのでどの名前でも受け付ける）")
+    shape: list[int] = Field(examples=[[1, 4]])
+    datatype: str = Field(examples=["FP32"])
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="binary_data_size：バイナリ部でのこのテンソルのバイト数"
+    )
+    data: list[Any] | None = Field(
+        default=None, description="行優先の平らなリスト、または [N][特徴量数] の入れ子のリスト"
+    )
+
+
+class RequestOutput(BaseModel):
+    """要求する出力（probabilities または label）。"""
+
+    name: str = Field(examples=["probabilities"])
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="binary_data: true ならバイナリで返す"
+    )
+
+
+class InferenceRequest(BaseModel):
+    """推論リクエスト。"""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "1",
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [1, 4],
+                            "datatype": "FP32",
+                            "data": [5.1, 3.5, 1.4, 0.2],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="binary_data_output: true なら全出力をバイナリで返す"
+    )
+    inputs: list[RequestInput] = Field(min_length=1, max_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    """出力テンソル（data は行優先の平らなリスト。バイナリなら parameters.binary_data_size）。"""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: list[float] | list[str] | None = None
+
+
+class InferenceResponse(BaseModel):
+    """推論の応答。"""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[ResponseOutput]
