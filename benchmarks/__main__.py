@@ -1,0 +1,5 @@
+"""python -m benchmarks のエントリポイント。"""
+
+from benchmarks.harness import main
+
+raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""比較するサーバー（名前 + コマンド + 環境変数）と負荷の定義。データだけで増やせる。
+
+コマンドと環境変数の値は {port} {workers} {python} {uv} {root} {bindir}
+{gunicorn_worker} {textbook_model} {textbook_labels} を起動時に置き換える。
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTBOOK_DIR = ROOT / "benchmarks" / "textbook"
+REFERENCE_DIR = ROOT.parent / "shared" / "reference"
+SPECIES_ROWS = ([5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8])
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """ベンチマークするサーバー 1 種類。"""
+
+    name: str
+    description: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    # quick モードで測る負荷（None なら全部）
+    quick_loads: tuple[str, ...] | None = None
+    # この設定項目が Settings に有るときだけ測る（将来の METRICS_ENABLED などのフック）
+    requires_setting: str | None = None
+    # 比較の基準線（表の並びとグラフ用）
+    baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """負荷 1 種類（POST ボディと同時接続数）。"""
+
+    key: str
+    label: str
+    path: str
+    rows: int
+    connections: int
+
+    def body(self) -> str:
+        """3 品種を巡回して rows 行のボディを作る。"""
+        data = [SPECIES_ROWS[i % len(SPECIES_ROWS)] for i in range(self.rows)]
+        return json.dumps({"data": data})
+
+
+LOADS: tuple[Load, ...] = (
+    Load("c1", "1 row, c=1", "/predict", 1, 1),
+    Load("c16", "1 row, c=16", "/predict", 1, 16),
+    Load("c64", "1 row, c=64", "/predict", 1, 64),
+    Load("batch64", "64 rows, c=16", "/predict", 64, 16),
+)
+
+_UVICORN_FLOOR = (
+    "{python}",
+    "-m",
+    "uvicorn",
+    "benchmarks.floor_app:create_app",
+    "--factory",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--workers",
+    "{workers}",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--lifespan",
+    "off",
+    "--no-access-log",
+    "--no-server-header",
+    "--log-level",
+    "warning",
+)
+_OURS = ("{uv}", "run", "--frozen", "model-in-image", "serve")
+_OURS_ENV = {"HOST": "127.0.0.1", "PORT": "{port}", "WORKERS": "{workers}"}
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(
+        name="floor",
+        description="raw ASGI + orjson + ONNX Runtime on uvicorn (uvloop, httptools, no log)",
+        argv=_UVICORN_FLOOR,
+        baseline=True,
+    ),
+    Variant(
+        name="textbook",
+        description="textbook: FastAPI sync routes, pydantic, gunicorn + UvicornWorker, run.sh",
+        argv=("bash", "run.sh"),
+        cwd=TEXTBOOK_DIR,
+        env={
+            "HOST": "127.0.0.1",
+            "PORT": "{port}",
+            "WORKERS": "{workers}",
+            "UVICORN_WORKER": "{gunicorn_worker}",
+            "MODEL_FILEPATH": "{textbook_model}",
+            "LABEL_FILEPATH": "{textbook_labels}",
+            # 計測中にワーカーが再起動しないよう --max-requests を無効にする（教科書は 65536）
+            "LIMIT_MAX_REQUESTS": "0",
+            # gunicorn 23+ の制御ソケット（~/.gunicorn）を作らない：教科書の時代には無い
+            "GUNICORN_CMD_ARGS": "--no-control-socket",
+            "PATH": "{bindir}:{path}",
+        },
+        baseline=True,
+    ),
+    Variant(
+        name="ours",
+        description="model-in-image serve as shipped (uv run --frozen, default settings)",
+        argv=_OURS,
+        env=_OURS_ENV,
+    ),
+    Variant(
+        name="ours-accesslog",
+        description="ours with ACCESS_LOG=true (justifies the default false)",
+        argv=_OURS,
+        env={**_OURS_ENV, "ACCESS_LOG": "true"},
+        quick_loads=("c64",),
+    ),
+    Variant(
+        name="ours-nometrics",
+        description="ours with METRICS_ENABLED=false (only when the setting exists)",
+        argv=_OURS,
+        env={**_OURS_ENV, "METRICS_ENABLED": "false"},
+        quick_loads=("c64",),
+        requires_setting="metrics_enabled",
+    ),
+)
+
+
+def expand(template: str, values: Mapping[str, str]) -> str:
+    """{name} を置き換える（知らない名前はエラー）。"""
+    return template.format_map(dict(values))
+
+
+def loads_for(variant: Variant, keys: tuple[str, ...], *, quick: bool) -> tuple[Load, ...]:
+    """この variant で測る負荷。"""
+    wanted = variant.quick_loads if quick and variant.quick_loads is not None else keys
+    return tuple(load for load in LOADS if load.key in keys and load.key in wanted)
+
+
+def settings_fields() -> frozenset[str]:
+    """model_in_image.Settings の項目名（取れなければ空）。"""
+    try:
+        from model_in_image.settings import Settings
+    except ImportError:
+        return frozenset()
+    return frozenset(Settings.model_fields)
+
+
+def available(variant: Variant, fields: frozenset[str]) -> bool:
+    """前提の設定項目が有るか。"""
+    return variant.requires_setting is None or variant.requires_setting in fields
+
+
+def textbook_model() -> tuple[Path, Path]:
+    """教科書のモデル（../shared/reference に有れば）か、無ければ同梱のモデル。"""
+    reference = REFERENCE_DIR / "iris_svc.onnx"
+    if reference.exists():
+        return reference, REFERENCE_DIR / "label.json"
+    return ROOT / "models" / "iris_svc.onnx", ROOT / "models" / "label.json"

@@ -1,0 +1,21 @@
+# ベンチマークと負荷試験（issue 5）。Makefile が -include する。
+
+BENCH_ARGS ?=
+URL ?= http://127.0.0.1:8000
+USERS ?= 50
+SPAWN_RATE ?= 10
+DURATION ?= 30s
+LOADTEST_ARGS ?=
+
+.PHONY: bench
+bench: install ## floor・教科書・本実装を wrk で比べる（全部、約 12 分、wrk が必要）
+	$(RUN) python -m benchmarks --uv "$(UV)" $(BENCH_ARGS)
+
+.PHONY: bench-quick
+bench-quick: install ## ベンチマークの短縮版（約 3 分）
+	$(RUN) python -m benchmarks --quick --uv "$(UV)" $(BENCH_ARGS)
+
+.PHONY: loadtest
+loadtest: install ## 動いているサーバーに locust で負荷をかけ目標を確かめる（URL=...）
+	$(RUN) locust -f locustfile.py --headless --only-summary \
+		-u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --host $(URL) $(LOADTEST_ARGS)

@@ -1,0 +1,215 @@
+"""ベンチマークの部品（wrk の出力解析・集計・比率・/proc・variant）の確認。wrk は使わない。"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from benchmarks import procstat, report, wrk
+from benchmarks.harness import (
+    QUICK,
+    gunicorn_worker_class,
+    make_plan,
+    parse_args,
+    select_variants,
+    server_env,
+)
+from benchmarks.variants import LOADS, VARIANTS, expand, loads_for, settings_fields
+
+WRK_OUTPUT = """\
+Running 2s test @ http://127.0.0.1:49479/predict
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.61ms  833.09us   9.13ms   75.54%
+    Req/Sec     6.14k   564.48     7.47k    76.19%
+  Latency Distribution
+     50%    2.59ms
+     99%    5.17ms
+  12839 requests in 2.10s, 1.92MB read
+Requests/sec:   6113.46
+WRK_JSON {"requests":12839,"duration_us":2100121,"bytes":2015831,\
+"errors":{"connect":0,"read":1,"write":0,"status":3,"timeout":2},\
+"latency_us":{"mean":2605.5,"max":9127.0,"p50":2589.0,"p90":3513.0,"p99":5174.0}}
+"""
+
+
+def test_parse_wrk_output() -> None:
+    result = wrk.parse_output(WRK_OUTPUT)
+    assert result.requests == 12839
+    assert result.rps == pytest.approx(12839 / 2.100121)
+    assert (result.p50_ms, result.p90_ms, result.p99_ms) == (2.589, 3.513, 5.174)
+    assert (result.socket_errors, result.non_2xx, result.timeouts) == (3, 3, 2)
+    assert result.errors == 6
+
+
+def test_parse_wrk_output_without_summary_line() -> None:
+    with pytest.raises(ValueError, match="WRK_JSON"):
+        wrk.parse_output("Running 2s test\n")
+
+
+def test_lua_script_embeds_body_and_summary() -> None:
+    body = LOADS[-1].body()
+    script = wrk.lua_script(body)
+    assert f"wrk.body = [==[{body}]==]" in script
+    assert "done = function(summary, latency, requests)" in script
+    assert wrk.MARKER in script
+    with pytest.raises(ValueError, match="terminator"):
+        wrk.lua_script('{"x": "]==]"}')
+
+
+def test_wrk_command_caps_threads_at_connections() -> None:
+    argv = wrk.command(
+        "wrk", "http://127.0.0.1:1/predict", Path("s.lua"), connections=1, seconds=2, threads=4
+    )
+    assert argv[1:4] == ["-t1", "-c1", "-d2s"]
+    assert argv[-1] == "http://127.0.0.1:1/predict"
+
+
+def test_batch_load_body_cycles_species() -> None:
+    batch = next(ld for ld in LOADS if ld.key == "batch64")
+    rows = json.loads(batch.body())["data"]
+    assert len(rows) == 64
+    assert rows[0] == [5.1, 3.5, 1.4, 0.2]
+    assert rows[2] == [6.3, 2.9, 5.6, 1.8]
+
+
+def _sample(variant: str, rps: float, cpu: float, repeat: int = 0) -> report.Sample:
+    return report.Sample(
+        variant=variant,
+        workers=2,
+        load="c64",
+        repeat=repeat,
+        rps=rps,
+        p50_ms=1.0,
+        p99_ms=3.0,
+        requests=int(rps * 5),
+        errors=0,
+        cpu_us_per_req=cpu,
+        rss_worker_mb=60.0,
+        rss_total_mb=130.0,
+        busy_processes=2,
+    )
+
+
+def _points() -> list[report.Point]:
+    samples = [
+        _sample("ours", 30000, 50, 0),
+        _sample("textbook", 8000, 200, 0),
+        _sample("ours", 34000, 46, 1),
+        _sample("textbook", 10000, 180, 1),
+        _sample("floor", 40000, 40, 0),
+    ]
+    return report.aggregate(samples)
+
+
+def test_aggregate_reports_median_and_range() -> None:
+    ours = next(p for p in _points() if p.variant == "ours")
+    assert ours.n == 2
+    assert (ours.rps.mid, ours.rps.lo, ours.rps.hi) == (32000, 30000, 34000)
+    assert ours.rps.spread_pct == pytest.approx(12.5)
+
+
+def test_ratios_use_medians_and_worst_best_range() -> None:
+    items = {(r.num, r.den): r for r in report.ratios(_points())}
+    assert set(items) == {("ours", "textbook"), ("ours", "floor")}
+    vs_textbook = items["ours", "textbook"]
+    assert vs_textbook.rps.mid == pytest.approx(32000 / 9000)
+    assert vs_textbook.rps.lo == pytest.approx(30000 / 10000)
+    assert vs_textbook.rps.hi == pytest.approx(34000 / 8000)
+    assert vs_textbook.cpu.mid == pytest.approx(48 / 190)
+
+
+def test_ratio_with_zero_denominator_is_nan() -> None:
+    value = report.ratio(report.Stat(1, 1, 1), report.Stat(0, 0, 0))
+    assert math.isnan(value.mid)
+
+
+def test_tables_and_json(tmp_path: Path) -> None:
+    points = report.sort_points(_points(), [ld.key for ld in LOADS], [v.name for v in VARIANTS])
+    assert [p.variant for p in points] == ["floor", "textbook", "ours"]
+    labels = {ld.key: ld.label for ld in LOADS}
+    table = report.render_table(points, labels)
+    assert "| 2 | 1 row, c=64 | ours | 32,000 [30,000–34,000] |" in table
+    assert "ours/textbook" in report.render_ratios(report.ratios(points), labels)
+    out = tmp_path / "r.json"
+    report.write_json(out, {"mode": "test"}, [_sample("ours", 1, 1)], points)
+    data = json.loads(out.read_text())
+    assert data["meta"] == {"mode": "test"}
+    assert len(data["points"]) == 3
+    assert data["ratios"][0]["num"] == "ours"
+
+
+def test_chart_is_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "chart.png"
+    report.draw_chart(out, _points(), {"c64": "1 row, c=64"}, "test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_proc_tree_of_this_process() -> None:
+    tree = procstat.snapshot(os.getpid())
+    me = tree[os.getpid()]
+    assert me.rss_bytes > 0
+    assert me.own_ticks >= 0
+    assert procstat.total_ticks(tree) >= me.own_ticks
+    assert procstat.ticks_to_seconds(procstat.CLK_TCK) == 1.0
+
+
+def test_parse_stat_handles_spaces_in_comm() -> None:
+    fields = ["S", "7"] + ["0"] * 9 + ["10", "5", "3", "2"] + ["0"] * 30
+    text = "123 (a b) c) " + " ".join(fields)
+    assert procstat.parse_stat(text) == (7, 15, 5)
+
+
+def test_busy_processes_picks_the_workers() -> None:
+    def sample(pid: int, ticks: int) -> procstat.ProcSample:
+        return procstat.ProcSample(pid, 1, ticks, 0, 1 << 20)
+
+    before = {1: sample(1, 100), 2: sample(2, 10), 3: sample(3, 10)}
+    after = {1: sample(1, 101), 2: sample(2, 60), 3: sample(3, 55), 4: sample(4, 1)}
+    assert [p.pid for p in procstat.busy_processes(before, after)] == [2, 3]
+    assert procstat.busy_processes(before, before) == []
+
+
+def test_variants_expand_and_select() -> None:
+    values = {
+        "python": "/py",
+        "uv": "/uv",
+        "root": "/r",
+        "bindir": "/bin",
+        "path": "/usr/bin",
+        "gunicorn_worker": "uvicorn.workers.UvicornWorker",
+        "textbook_model": "/m.onnx",
+        "textbook_labels": "/l.json",
+        "port": "8123",
+        "workers": "2",
+    }
+    for variant in VARIANTS:
+        argv = [expand(a, values) for a in variant.argv]
+        assert all("{" not in a for a in argv)
+        env = server_env(variant, values, ("LOG_LEVEL",))
+        assert "LOG_LEVEL" not in env
+        assert env.get("PORT", "8123") == "8123" or "8123" in argv
+    chosen, skipped = select_variants(None, frozenset({"access_log"}))
+    assert "ours-nometrics" in skipped
+    assert "ours-nometrics" not in [v.name for v in chosen]
+    assert {"floor", "textbook", "ours"} <= {v.name for v in chosen}
+
+
+def test_quick_plan_limits_extra_variants() -> None:
+    plan = make_plan(parse_args(["--quick"]))
+    assert plan.quick
+    assert plan.repeats >= 2
+    accesslog = next(v for v in VARIANTS if v.name == "ours-accesslog")
+    assert [ld.key for ld in loads_for(accesslog, plan.loads, quick=True)] == ["c64"]
+    assert len(loads_for(accesslog, plan.loads, quick=False)) == len(LOADS)
+    assert plan.estimate_seconds(VARIANTS[:3]) < 4 * 60
+    assert QUICK.seconds <= 5
+
+
+def test_settings_fields_and_worker_class() -> None:
+    assert "access_log" in settings_fields()
+    assert gunicorn_worker_class().endswith("UvicornWorker")
