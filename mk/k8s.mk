@@ -1,0 +1,45 @@
+# Kubernetes（k8s/base + k8s/overlays/*、kustomize は kubectl 内蔵のものを使う）
+
+KUBECTL ?= kubectl
+OVERLAY ?= minikube
+K8S_OVERLAYS := $(sort $(notdir $(patsubst %/kustomization.yaml,%,$(wildcard k8s/overlays/*/kustomization.yaml))))
+K8S_OUT ?= build/k8s
+K8S_NAMESPACE := model-in-image
+K8S_ROLLOUT_TIMEOUT ?= 300s
+# minikube image load するイメージ（チュートリアルのタグ。minikube オーバーレイと同じ）
+K8S_LOCAL_IMAGE ?= model-in-image-pattern:v1.0
+MINIKUBE ?= minikube
+
+.PHONY: k8s-render
+k8s-render: ## 全オーバーレイを build/k8s/<overlay>.yaml に描画する（make k8s-render OVERLAY=名前 なら標準出力へ）
+ifeq ($(origin OVERLAY),command line)
+	$(KUBECTL) kustomize k8s/overlays/$(OVERLAY)
+else
+	@mkdir -p $(K8S_OUT)
+	@for overlay in $(K8S_OVERLAYS); do \
+		$(KUBECTL) kustomize k8s/overlays/$$overlay > $(K8S_OUT)/$$overlay.yaml || exit 1; \
+		echo "$(K8S_OUT)/$$overlay.yaml: $$(grep -c '^kind:' $(K8S_OUT)/$$overlay.yaml) objects"; \
+	done
+endif
+
+.PHONY: k8s-load-image
+k8s-load-image: ## イメージを minikube に読み込む（先に make image）
+	$(MINIKUBE) image load $(K8S_LOCAL_IMAGE)
+
+.PHONY: deploy
+deploy: ## OVERLAY（既定 minikube）を kubectl apply し、ロールアウト完了を待つ
+	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
+	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/model-in-image --timeout=$(K8S_ROLLOUT_TIMEOUT)
+
+.PHONY: undeploy
+undeploy: ## OVERLAY で作ったものを名前空間ごと消す
+	$(KUBECTL) delete -k k8s/overlays/$(OVERLAY) --ignore-not-found --wait --timeout=$(K8S_ROLLOUT_TIMEOUT)
+
+.PHONY: test-k8s
+test-k8s: install ## マニフェストのオフラインテスト（描画・スキーマ・ポリシー・コードとの整合）
+	$(RUN) pytest -m k8s tests/k8s $(PYTEST_ARGS)
+
+.PHONY: test-e2e-k8s
+test-e2e-k8s: export KUBECONFIG ?= $(HOME)/.kube/config
+test-e2e-k8s: install ## 実クラスタでの E2E（KUBECONFIG のクラスタ。先に make image）
+	MII_E2E_K8S=1 $(RUN) pytest -m e2e_k8s tests/k8s -p no:cacheprovider $(PYTEST_ARGS)

@@ -1,0 +1,270 @@
+"""マニフェストとコードの約束：プローブのパス、環境変数、UID、ポート、停止手順を実物で確かめる。"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from fastapi.routing import APIRoute
+
+from model_in_image.api.app import create_app
+from model_in_image.api.routes import HOT_ROUTES
+from model_in_image.api.state import ServerState
+from model_in_image.settings import Settings
+
+from . import load_client
+from .manifests import ROOT, TUTORIAL_IMAGE, Obj, container, env_values, only, pod_spec
+
+pytestmark = pytest.mark.k8s
+
+SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKER_MK = ROOT / "mk" / "docker.mk"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+PREDICT_LINE = "POST /predict/label"
+
+
+def probe_paths(objects: list[Obj]) -> set[str]:
+    """3 つのプローブのパス。"""
+    ctr = container(objects)
+    return {ctr[kind]["httpGet"]["path"] for kind in PROBES}
+
+
+def handler_for(path: str) -> Any:
+    """高速経路のハンドラ（GET）。"""
+    (route,) = [r for r in HOT_ROUTES if r.path == path and r.method == "GET"]
+    return route.handler
+
+
+# --- プローブのパスは実在するルート ---------------------------------------------
+
+
+def test_probe_paths_are_hot_routes(rendered: dict[str, list[Obj]]) -> None:
+    served = {r.path for r in HOT_ROUTES if r.method == "GET"}
+    for objects in rendered.values():
+        assert probe_paths(objects) <= served
+
+
+def test_probe_paths_are_fastapi_routes(rendered: dict[str, list[Obj]]) -> None:
+    app = create_app(Settings())
+    served = {
+        route.path
+        for route in app.api.routes
+        if isinstance(route, APIRoute) and "GET" in route.methods
+    }
+    for objects in rendered.values():
+        assert probe_paths(objects) <= served
+
+
+def test_scrape_annotation_points_at_a_real_route(rendered: dict[str, list[Obj]]) -> None:
+    served = {r.path for r in HOT_ROUTES if r.method == "GET"}
+    for objects in rendered.values():
+        annotations = only(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/path"] in served
+        ports = {str(p["containerPort"]) for p in container(objects)["ports"]}
+        assert annotations["prometheus.io/port"] in ports
+
+
+def test_readiness_means_loaded_and_not_draining(rendered: dict[str, list[Obj]]) -> None:
+    ready = handler_for(container(rendered["production"])["readinessProbe"]["httpGet"]["path"])
+    model = cast(Any, object())
+    assert ready(ServerState(), b"")[0] == 503
+    assert ready(ServerState(service=model), b"")[0] == 200
+    assert ready(ServerState(service=model, draining=True), b"")[0] == 503
+
+
+@pytest.mark.parametrize("kind", ["livenessProbe", "startupProbe"])
+def test_liveness_only_means_responsive(rendered: dict[str, list[Obj]], kind: str) -> None:
+    alive = handler_for(container(rendered["production"])[kind]["httpGet"]["path"])
+    model = cast(Any, object())
+    for state in (ServerState(), ServerState(service=model, draining=True)):
+        assert alive(state, b"")[0] == 200  # 終了処理中に再起動させない
+
+
+# --- 環境変数は Settings が読むもの --------------------------------------------
+
+
+def test_env_names_are_settings_fields(rendered: dict[str, list[Obj]]) -> None:
+    for objects in rendered.values():
+        assert set(env_values(container(objects))) <= SETTINGS_ENV
+
+
+@pytest.mark.parametrize("overlay", ["minikube", "production"])
+def test_settings_accept_the_pod_env(
+    rendered: dict[str, list[Obj]], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in SETTINGS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    env = env_values(container(rendered[overlay]))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.workers == 1
+    assert settings.ort_intra_op_threads == 1
+    assert settings.host == "0.0.0.0"
+    assert settings.port == container(rendered[overlay])["ports"][0]["containerPort"]
+    assert settings.shutdown_drain_seconds == float(env["SHUTDOWN_DRAIN_SECONDS"])
+
+
+# --- イメージ（Dockerfile）との約束 ---------------------------------------------
+
+
+def dockerfile_final_stage() -> list[str]:
+    """Dockerfile の最後のステージの命令（継続行を結合、コメントを除く）。"""
+    if not DOCKERFILE.is_file():
+        pytest.skip(f"{DOCKERFILE} does not exist yet: cannot compare with the image")
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    starts = [i for i, ln in enumerate(lines) if ln.upper().startswith("FROM ")]
+    return lines[starts[-1] :] if starts else lines
+
+
+def dockerfile_env(stage: list[str]) -> dict[str, str]:
+    """最後のステージの ENV（KEY=VALUE 形式）。"""
+    env: dict[str, str] = {}
+    for line in stage:
+        if line.upper().startswith("ENV "):
+            env.update(re.findall(r"(\w+)=(\S+)", line[4:]))
+    return env
+
+
+def test_uid_matches_the_dockerfile_user(rendered: dict[str, list[Obj]]) -> None:
+    users = [
+        ln.split(None, 1)[1] for ln in dockerfile_final_stage() if ln.upper().startswith("USER ")
+    ]
+    assert users, "the image must switch to a non-root USER"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit(), f"USER {users[-1]} must be numeric for runAsNonRoot to verify it"
+    for objects in rendered.values():
+        ctx = pod_spec(objects)["securityContext"]
+        assert ctx["runAsUser"] == int(uid)
+        if gid:
+            assert ctx["runAsGroup"] == int(gid)
+
+
+def test_model_paths_and_port_match_the_image(rendered: dict[str, list[Obj]]) -> None:
+    stage = dockerfile_final_stage()
+    image_env = dockerfile_env(stage)
+    exposed = {ln.split()[1].split("/")[0] for ln in stage if ln.upper().startswith("EXPOSE ")}
+    for objects in rendered.values():
+        env = env_values(container(objects))
+        for name in ("MODEL_FILEPATH", "LABEL_FILEPATH"):
+            if name in image_env:
+                assert env[name] == image_env[name], name
+        assert str(container(objects)["ports"][0]["containerPort"]) in exposed
+
+
+def test_make_image_builds_the_tag_the_local_overlays_run() -> None:
+    if not DOCKER_MK.is_file():
+        pytest.skip(f"{DOCKER_MK} does not exist yet")
+    match = re.search(r"^IMAGE\s*\?=\s*(\S+)", DOCKER_MK.read_text(encoding="utf-8"), re.M)
+    assert match, "mk/docker.mk defines no IMAGE ?= default"
+    assert match.group(1) == TUTORIAL_IMAGE
+
+
+# --- Pod の環境変数でサーバーを実際に起動し、kubelet と同じ順で止める ---------------
+
+
+def free_port() -> int:
+    """空いている TCP ポート。"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get_status(port: int, path: str) -> int:
+    """GET してステータスを返す（接続できなければ 0）。"""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    """check() が真になるまで待つ（プロセスが死んだら即失敗）。"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        assert proc.poll() is None, f"server exited ({proc.returncode}) while waiting for {what}"
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def pod_server(rendered: dict[str, list[Obj]], tmp_path: Path) -> Iterator[tuple[Any, ...]]:
+    """minikube の Pod と同じ環境変数でサーバーを起動する（パスとポートだけ差し替え）。"""
+    objects = rendered["minikube"]
+    env = {k: v for k, v in os.environ.items() if k.upper() not in SETTINGS_ENV}
+    env.update(env_values(container(objects)))
+    port = free_port()
+    env.update(
+        MODEL_FILEPATH=str(ROOT / "models" / "iris_svc.onnx"),
+        LABEL_FILEPATH=str(ROOT / "models" / "label.json"),
+        HOST="127.0.0.1",
+        PORT=str(port),
+    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "model_in_image.cli", "serve"],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield objects, port, proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_pod_env_serves_probes_and_drains_like_kubelet_expects(pod_server: tuple[Any, ...]) -> None:
+    objects, port, proc, log = pod_server
+    ctr = container(objects)
+    startup, ready, alive = (ctr[kind]["httpGet"]["path"] for kind in PROBES)
+    budget = ctr["startupProbe"]["periodSeconds"] * ctr["startupProbe"]["failureThreshold"]
+    drain = float(env_values(ctr)["SHUTDOWN_DRAIN_SECONDS"])
+    pause = ctr["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = pod_spec(objects)["terminationGracePeriodSeconds"]
+
+    # 起動：startup プローブの猶予内に応答し、readiness も通る
+    wait_for(lambda: get_status(port, startup) == 200, budget, "startup probe", proc)
+    assert get_status(port, ready) == 200
+    stats = load_client.run("127.0.0.1", port, 21, 30.0, lambda _: None)
+    assert stats["failed"] == 0, stats["errors"]
+
+    # kubelet は preStop の後に SIGTERM を送る：readiness だけが落ち、推論は続く
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: get_status(port, ready) == 503, 2.0, "readiness to fail", proc)
+    assert get_status(port, alive) == 200
+    assert load_client.request_once("127.0.0.1", port, *load_client.SAMPLES[2]) is None
+
+    # ドレインの後に正常終了する（猶予期間 − preStop の内に）
+    assert proc.wait(timeout=grace - pause) == 0, log.read_text()
+    assert time.monotonic() - stopped_at >= drain - 0.5
+
+    # E2E はアクセスログの行数で Pod ごとの件数を数える：1 リクエスト 1 行であること
+    assert log.read_text().count(PREDICT_LINE) == 21 + 1
