@@ -1,0 +1,128 @@
+"""テスト共通のフィクスチャ（リポジトリ同梱のモデル・設定・サービス・クライアント）。"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_in_image.api.app import create_app
+from model_in_image.inference import InferenceService, build_service
+from model_in_image.settings import Settings
+
+with warnings.catch_warnings():
+    # starlette は httpx2 を推奨する（httpx でも動く）：import 時の警告だけを抑える
+    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
+    from fastapi.testclient import TestClient
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = REPO_ROOT / "models"
+REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+SETTINGS_ENV = tuple(name.upper() for name in Settings.model_fields)
+
+SettingsFactory = Callable[..., Settings]
+
+
+def _clear_settings_env(mp: pytest.MonkeyPatch) -> None:
+    """設定に効く環境変数を消す（テスト後に元へ戻る）。"""
+    for name in SETTINGS_ENV:
+        mp.setenv(name, "")
+        mp.delenv(name)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """外の環境変数に左右されないようにする。"""
+    _clear_settings_env(monkeypatch)
+    return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """リポジトリ同梱の models/。"""
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def model_path(models_dir: Path) -> Path:
+    """同梱の ONNX モデル。"""
+    return models_dir / "iris_svc.onnx"
+
+
+@pytest.fixture(scope="session")
+def label_path(models_dir: Path) -> Path:
+    """同梱のラベルファイル。"""
+    return models_dir / "label.json"
+
+
+@pytest.fixture(scope="session")
+def card_path(models_dir: Path) -> Path:
+    """同梱のモデルカード。"""
+    return models_dir / "model_card.json"
+
+
+def _make_settings(model_path: Path, label_path: Path, overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {"model_filepath": model_path, "label_filepath": label_path}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_settings(
+    clean_env: pytest.MonkeyPatch, model_path: Path, label_path: Path
+) -> SettingsFactory:
+    """同梱モデルを指す Settings を作る（キーワード引数で上書き）。"""
+
+    def factory(**overrides: Any) -> Settings:
+        return _make_settings(model_path, label_path, overrides)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    """既定の Settings（同梱モデル）。"""
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def service(model_path: Path, label_path: Path) -> InferenceService:
+    """同梱モデルから作ったサービス（セッションで共有。変更しないこと）。"""
+    with pytest.MonkeyPatch.context() as mp:
+        _clear_settings_env(mp)
+        return build_service(_make_settings(model_path, label_path, {}))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """ライフスパンを実行する TestClient（同梱モデルを読み込む）。"""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    """教科書のモデル（../shared/reference）。無ければスキップ。"""
+    if not (REFERENCE_DIR / "iris_svc.onnx").is_file():
+        pytest.skip(f"textbook model not found: {REFERENCE_DIR}")
+    return REFERENCE_DIR
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """dictConfig で変えたログ設定をテスト後に戻す。"""
+    names = [None, "uvicorn", "uvicorn.error", "uvicorn.access"]
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, (handlers, level, propagate, disabled) in zip(loggers, saved, strict=True):
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
+            lg.disabled = disabled

@@ -1,0 +1,121 @@
+"""ユニットテスト用のフィクスチャ：tmp に学習・書き出したモデル。"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from model_in_image.training import TrainResult, train
+
+IRIS_LABELS = {"0": "setosa", "1": "versicolor", "2": "virginica"}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """tmp に書き出したモデルとラベル。"""
+
+    model: Path
+    labels: Path
+    estimator: Any = None
+
+
+def write_labels(path: Path, labels: Any) -> Path:
+    """ラベルファイルを書く（不正な内容もそのまま書ける）。"""
+    path.write_text(json.dumps(labels), encoding="utf-8")
+    return path
+
+
+def export_onnx(estimator: Any, sample: np.ndarray[Any, Any], *, zipmap: bool) -> bytes:
+    """skl2onnx で書き出す（skl2onnx 自身の FutureWarning だけを抑える）。"""
+    from skl2onnx import to_onnx
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Attribute `prob[AB]_` was deprecated")
+        onx = to_onnx(
+            estimator,
+            sample,
+            options={id(estimator): {"zipmap": zipmap}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+    return onx.SerializeToString()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """tmp に一度だけ学習した成果物。"""
+    return train(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def iris_pipeline() -> Any:
+    """train() と同じ分割・seed で学習した scikit-learn パイプライン。"""
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+
+    from model_in_image.training import SEED, TEST_SIZE, build_pipeline
+
+    iris = load_iris()
+    features = iris.data.astype(np.float32)
+    x_train, _, y_train, _ = train_test_split(
+        features, iris.target, test_size=TEST_SIZE, stratify=iris.target, random_state=SEED
+    )
+    return build_pipeline(SEED).fit(x_train, y_train)
+
+
+@pytest.fixture(scope="session")
+def zipmap_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """Iris の scikit-learn パイプラインを ZipMap 出力で書き出したもの（教科書と同じ形式）。"""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    iris = load_iris()
+    features = iris.data.astype(np.float32)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(features, iris.target)
+    directory = tmp_path_factory.mktemp("zipmap")
+    model = directory / "iris_zipmap.onnx"
+    model.write_bytes(export_onnx(pipeline, features[:1], zipmap=True))
+    labels = write_labels(directory / "label.json", IRIS_LABELS)
+    return ModelFiles(model, labels, pipeline)
+
+
+def _binary_data() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 5))
+    target = (features[:, 0] + features[:, 4] > 0).astype(np.int64)
+    return features, target
+
+
+@pytest.fixture(scope="session")
+def binary_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """Iris と無関係な分類器：特徴量 5・クラス 2 の LogisticRegression（テンソル出力）。"""
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = _binary_data()
+    estimator = LogisticRegression().fit(features.astype(np.float32), target)
+    directory = tmp_path_factory.mktemp("binary")
+    model = directory / "binary_lr.onnx"
+    model.write_bytes(export_onnx(estimator, features[:1].astype(np.float32), zipmap=False))
+    labels = write_labels(directory / "label.json", {"0": "negative", "1": "positive"})
+    return ModelFiles(model, labels)
+
+
+@pytest.fixture(scope="session")
+def double_model(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """float64 入力・テンソル出力の 2 クラス分類器。"""
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = _binary_data()
+    estimator = LogisticRegression().fit(features, target)
+    directory = tmp_path_factory.mktemp("double")
+    model = directory / "binary_double.onnx"
+    model.write_bytes(export_onnx(estimator, features[:1], zipmap=False))
+    labels = write_labels(directory / "label.json", {"0": "no", "1": "yes"})
+    return ModelFiles(model, labels)

@@ -1,0 +1,125 @@
+"""Settings：既定値・環境変数・不正値での即時失敗。"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from model_in_image.settings import LogFormat, LogLevel, Settings
+
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def env(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """設定に効く環境変数を消した monkeypatch。"""
+    return clean_env
+
+
+def test_defaults(env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert s.model_filepath == Path("models/iris_svc.onnx")
+    assert s.label_filepath == Path("models/label.json")
+    assert s.log_level is LogLevel.INFO
+    assert s.log_format is LogFormat.TEXT
+    assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 1)
+    assert s.max_batch_rows == 1000
+    assert s.max_body_bytes == 1_048_576
+    assert s.ort_intra_op_threads == 1
+    assert s.model_sha256 is None
+    assert s.sample_data is None
+    assert s.model_card_filepath is None
+    assert s.access_log is False
+    assert s.resolved_model_name == "iris_svc"
+    assert s.resolved_model_card_filepath == Path("models/model_card.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "expected"),
+    [
+        ("MODEL_FILEPATH", "/opt/m/model.onnx", "model_filepath", Path("/opt/m/model.onnx")),
+        ("LABEL_FILEPATH", "/opt/m/labels.json", "label_filepath", Path("/opt/m/labels.json")),
+        ("LOG_LEVEL", "debug", "log_level", LogLevel.DEBUG),
+        ("LOG_LEVEL", "Warning", "log_level", LogLevel.WARNING),
+        ("LOG_FORMAT", "json", "log_format", LogFormat.JSON),
+        ("LOG_FORMAT", "TEXT", "log_format", LogFormat.TEXT),
+        ("HOST", "0.0.0.0", "host", "0.0.0.0"),
+        ("PORT", "9000", "port", 9000),
+        ("WORKERS", "4", "workers", 4),
+        ("MAX_BATCH_ROWS", "50", "max_batch_rows", 50),
+        ("MAX_BODY_BYTES", "4096", "max_body_bytes", 4096),
+        ("ORT_INTRA_OP_THREADS", "2", "ort_intra_op_threads", 2),
+        ("MODEL_SHA256", SHA, "model_sha256", SHA),
+        ("MODEL_SHA256", SHA.upper(), "model_sha256", SHA),
+        ("MODEL_SHA256", f"  {SHA}\\n", "model_sha256", SHA),
+        ("MODEL_SHA256", "", "model_sha256", None),
+        ("SAMPLE_DATA", "[[5.1, 3.5, 1.4, 0.2]]", "sample_data", [[5.1, 3.5, 1.4, 0.2]]),
+        ("SAMPLE_DATA", "[[1, 2], [3, 4]]", "sample_data", [[1.0, 2.0], [3.0, 4.0]]),
+        ("SAMPLE_DATA", " ", "sample_data", None),
+        ("MODEL_NAME", "iris", "model_name", "iris"),
+        ("MODEL_NAME", "", "model_name", None),
+        (
+            "MODEL_CARD_FILEPATH",
+            "/opt/m/card.json",
+            "model_card_filepath",
+            Path("/opt/m/card.json"),
+        ),
+        ("ACCESS_LOG", "true", "access_log", True),
+    ],
+)
+def test_reads_environment(
+    env: pytest.MonkeyPatch, name: str, value: str, field: str, expected: Any
+) -> None:
+    env.setenv(name, value.replace("\\n", "\n"))
+    assert getattr(Settings(), field) == expected
+
+
+def test_lower_case_variable_names(env: pytest.MonkeyPatch) -> None:
+    env.setenv("port", "8123")
+    assert Settings().port == 8123
+
+
+def test_resolved_names_follow_the_model(env: pytest.MonkeyPatch) -> None:
+    env.setenv("MODEL_FILEPATH", "/opt/m/my_model.onnx")
+    s = Settings()
+    assert s.resolved_model_name == "my_model"
+    assert s.resolved_model_card_filepath == Path("/opt/m/model_card.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "0"),
+        ("PORT", "65536"),
+        ("PORT", "http"),
+        ("WORKERS", "0"),
+        ("LOG_FORMAT", "XML"),
+        ("LOG_LEVEL", "VERBOSE"),
+        ("MODEL_SHA256", "xyz"),
+        ("MODEL_SHA256", "g" * 64),
+        ("MODEL_SHA256", "ab" * 31),
+        ("SAMPLE_DATA", "not-json"),
+        ("SAMPLE_DATA", "[[1, 2], [3]]"),
+        ("SAMPLE_DATA", "[]"),
+        ("SAMPLE_DATA", "[[]]"),
+        ("SAMPLE_DATA", '[["a", 1]]'),
+        ("SAMPLE_DATA", "[1, 2]"),
+        ("MAX_BATCH_ROWS", "0"),
+        ("MAX_BODY_BYTES", "10"),
+        ("ORT_INTRA_OP_THREADS", "0"),
+    ],
+)
+def test_invalid_values_fail_fast(env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    env.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert name.lower() in str(info.value).lower()
+
+
+def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    with pytest.raises(ValidationError):
+        s.port = 1  # type: ignore[misc]
