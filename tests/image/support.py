@@ -1,0 +1,148 @@
+"""コンテナのテストの補助（docker CLI、127.0.0.1 への HTTP、起動したコンテナの操作）。"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_FILE = REPO_ROOT / "models" / "iris_svc.onnx"
+REFERENCE_MODEL = REPO_ROOT.parent / "shared" / "reference" / "iris_svc.onnx"
+IMAGE = os.environ.get("MII_IMAGE", "model-in-image-pattern:v1.0")
+IMAGE_MODEL_PATH = "/model_in_image_pattern/models/iris_svc.onnx"
+CONTAINER_PORT = 8000
+DOCKER_TIMEOUT = 60.0
+START_TIMEOUT = 30.0
+
+
+def unavailable(reason: str) -> NoReturn:
+    """環境が無いときの扱い：普段はスキップ、MII_REQUIRE_DOCKER=1 なら失敗。"""
+    if os.environ.get("MII_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"{reason} (MII_REQUIRE_DOCKER=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def docker(
+    *args: str, timeout: float = DOCKER_TIMEOUT, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """docker CLI を時間制限つきで実行する。"""
+    proc = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def free_port() -> int:
+    """127.0.0.1 の空きポート。"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """新しい接続で GET する。"""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def http_post_json(port: int, path: str, payload: Any, timeout: float = 5.0) -> tuple[int, Any]:
+    """新しい接続で JSON を POST し、JSON の応答を返す。"""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        body = json.dumps(payload)
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+@dataclass
+class Container:
+    """テスト用に起動したコンテナ。"""
+
+    name: str
+    port: int
+    started_at: float
+    ready_after: float | None = None
+
+    def inspect(self) -> dict[str, Any]:
+        """docker inspect の結果。"""
+        out = docker("container", "inspect", self.name).stdout
+        result: dict[str, Any] = json.loads(out)[0]
+        return result
+
+    def state(self) -> dict[str, Any]:
+        """State（Running・ExitCode・Health）。"""
+        state: dict[str, Any] = self.inspect()["State"]
+        return state
+
+    def logs(self) -> str:
+        """標準出力と標準エラーをまとめたログ。"""
+        proc = docker("logs", self.name)
+        return proc.stdout + proc.stderr
+
+    def exec(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """コンテナの中でコマンドを実行する（イメージの USER のまま）。"""
+        return docker("exec", self.name, *command, check=False)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> float:
+        """/health が 200 を返すまで待ち、docker run からの秒数を返す。"""
+        deadline = time.monotonic() + timeout
+        next_state_check = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            try:
+                status, _ = http_get(self.port, "/health", timeout=1.0)
+            except OSError:
+                status = 0
+            if status == 200:
+                self.ready_after = time.monotonic() - self.started_at
+                return self.ready_after
+            # docker inspect は重いので 0.5 秒ごとに、起動に失敗して止まっていないかを見る
+            if time.monotonic() >= next_state_check:
+                if not self.state()["Running"]:
+                    pytest.fail(f"container {self.name} exited during start-up:\n{self.logs()}")
+                next_state_check = time.monotonic() + 0.5
+            time.sleep(0.02)
+        pytest.fail(f"container {self.name}: no 200 on /health within {timeout}s:\n{self.logs()}")
+
+    def wait_exit(self, timeout: float = START_TIMEOUT) -> int:
+        """コンテナの終了を待ち、終了コードを返す。"""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if not state["Running"] and state["Status"] != "created":
+                return int(state["ExitCode"])
+            time.sleep(0.1)
+        pytest.fail(f"container {self.name} still running after {timeout}s:\n{self.logs()}")
+
+
+@dataclass
+class DockerEnv:
+    """使えるエンジンとイメージ。"""
+
+    image: str
+    image_info: dict[str, Any]
+    host_network: bool
+
+    def run_args(self, port: int) -> list[str]:
+        """ネットワークの引数（ブリッジがあれば 127.0.0.1 に公開、無ければホストで待ち受け）。"""
+        if self.host_network:
+            return ["--network", "host", "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
+        return ["-p", f"127.0.0.1:{port}:{CONTAINER_PORT}"]

@@ -1,0 +1,174 @@
+"""動いているコンテナ：シード API、読み取り専用・非 root、ヘルスチェック、JSON ログ、改ざん検出。"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import Launcher
+from .support import (
+    IMAGE_MODEL_PATH,
+    MODEL_FILE,
+    REFERENCE_MODEL,
+    Container,
+    http_get,
+    http_post_json,
+)
+
+pytestmark = [pytest.mark.image, pytest.mark.timeout(120)]
+
+SPECIES = [
+    ([5.1, 3.5, 1.4, 0.2], "setosa"),
+    ([5.9, 3.0, 4.2, 1.5], "versicolor"),
+    ([6.3, 2.9, 5.6, 1.8], "virginica"),
+]
+LABELS = ["setosa", "versicolor", "virginica"]
+# ヘルスチェックを 1 秒間隔にして healthy になるまでを短くする
+FAST_HEALTH = ["--health-interval=1s", "--health-timeout=3s", "--health-retries=3"]
+
+
+@pytest.fixture(scope="module")
+def served(module_launcher: Launcher, record_figure: Callable[[str], None]) -> Container:
+    """イメージの既定のまま起動したコンテナ（--read-only、tmpfs /tmp だけ書き込み可）。"""
+    container = module_launcher.start(args=FAST_HEALTH)
+    assert container.ready_after is not None
+    record_figure(f"docker run -> first 200 on /health: {container.ready_after:.2f} s")
+    return container
+
+
+def test_starts_quickly(served: Container) -> None:
+    assert served.ready_after is not None
+    assert served.ready_after < 5.0, f"first /health 200 after {served.ready_after:.2f} s"
+
+
+def test_health(served: Container) -> None:
+    assert http_get(served.port, "/health") == (200, b'{"health":"ok"}')
+
+
+def test_metadata(served: Container) -> None:
+    status, body = http_get(served.port, "/metadata")
+    assert status == 200
+    meta = json.loads(body)
+    assert meta["data_type"] == "float32"
+    assert meta["data_structure"] == "(1,4)"
+    assert meta["data_sample"] == [[5.1, 3.5, 1.4, 0.2]]
+    assert meta["prediction_structure"] == "(1,3)"
+    assert len(meta["prediction_sample"]) == 3
+    assert meta["model_sha256"] == hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
+
+
+def test_label(served: Container) -> None:
+    status, body = http_get(served.port, "/label")
+    assert status == 200
+    assert json.loads(body) == {"0": "setosa", "1": "versicolor", "2": "virginica"}
+
+
+def test_predict_test(served: Container) -> None:
+    status, body = http_get(served.port, "/predict/test")
+    assert status == 200
+    proba = json.loads(body)["prediction"]
+    assert len(proba) == 3
+    assert abs(sum(proba) - 1.0) < 1e-4
+    assert http_get(served.port, "/predict/test/label") == (200, b'{"prediction":"setosa"}')
+
+
+@pytest.mark.parametrize(("row", "species"), SPECIES)
+def test_predict_species(served: Container, row: list[float], species: str) -> None:
+    status, body = http_post_json(served.port, "/predict", {"data": [row]})
+    assert status == 200
+    proba = body["prediction"]
+    assert LABELS[proba.index(max(proba))] == species
+    assert http_post_json(served.port, "/predict/label", {"data": [row]}) == (
+        200,
+        {"prediction": species},
+    )
+
+
+def test_predict_batch(served: Container) -> None:
+    rows = [row for row, _ in SPECIES]
+    status, body = http_post_json(served.port, "/predict/label", {"data": rows})
+    assert status == 200
+    assert body == {"prediction": [species for _, species in SPECIES]}
+    status, body = http_post_json(served.port, "/predict", {"data": rows})
+    assert status == 200
+    assert len(body["prediction"]) == 3
+
+
+def test_runs_read_only_as_non_root(served: Container) -> None:
+    info = served.inspect()
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert info["Config"]["User"] == "10001:10001"
+    status = served.exec("cat", "/proc/1/status").stdout
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == ["10001"] * 4
+    assert served.exec("id", "-u").stdout.strip() == "10001"
+    # ルートファイルシステムにもモデルにも書けない（/tmp だけ tmpfs）
+    assert served.exec("touch", "/model_in_image_pattern/x").returncode != 0
+    assert served.exec("sh", "-c", f"echo x >> {IMAGE_MODEL_PATH}").returncode != 0
+    assert served.exec("touch", "/tmp/x").returncode == 0
+
+
+def test_healthcheck_turns_healthy(served: Container, record_figure: Callable[[str], None]) -> None:
+    deadline = time.monotonic() + 30
+    while (health := served.state()["Health"]["Status"]) != "healthy":
+        assert health in {"starting", "healthy"}, served.state()["Health"]
+        assert time.monotonic() < deadline, "HEALTHCHECK not healthy within 30 s"
+        time.sleep(0.2)
+    elapsed = time.monotonic() - served.started_at
+    record_figure(f"docker run -> HEALTHCHECK healthy (1 s interval): {elapsed:.2f} s")
+
+
+def test_json_logs(launcher: Launcher) -> None:
+    container = launcher.start(env={"LOG_FORMAT": "JSON"})
+    assert http_get(container.port, "/predict/test")[0] == 200
+    lines = [line for line in container.logs().splitlines() if line.strip()]
+    assert lines
+    records = [json.loads(line) for line in lines]  # JSON でない行があればここで失敗
+    assert all(isinstance(r, dict) and {"level", "message"} <= r.keys() for r in records)
+    assert any("model loaded" in r["message"] for r in records)
+
+
+def _appended(tmp_path: Path) -> Path:
+    """モデルの末尾に未知のフィールドを足した写し（ONNX としては読めるが sha256 が違う）。"""
+    copy = tmp_path / "iris_svc.onnx"
+    copy.write_bytes(MODEL_FILE.read_bytes() + b"\xa0\x06\x01")
+    return copy
+
+
+def _reference(tmp_path: Path) -> Path:
+    """教科書のモデル（別のモデル）。"""
+    if not REFERENCE_MODEL.exists():
+        pytest.skip(f"{REFERENCE_MODEL} not found")
+    return Path(shutil.copy(REFERENCE_MODEL, tmp_path / "iris_svc.onnx"))
+
+
+@pytest.mark.parametrize(
+    ("make_model", "env", "expected"),
+    [
+        pytest.param(_reference, {}, "integrity", id="reference", marks=pytest.mark.reference),
+        pytest.param(_appended, {"MODEL_SHA256": ""}, "model card", id="changed-bytes"),
+        pytest.param(lambda _: MODEL_FILE, {"MODEL_SHA256": "0" * 64}, "MODEL_SHA256", id="env"),
+    ],
+)
+def test_tampered_model_is_refused(
+    launcher: Launcher,
+    tmp_path: Path,
+    make_model: Callable[[Path], Path],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    model = make_model(tmp_path)
+    model.chmod(0o644)
+    mount = ["-v", f"{model}:{IMAGE_MODEL_PATH}:ro"]
+    container = launcher.start(env=env, args=mount, wait=False)
+    exit_code = container.wait_exit()
+    logs = container.logs()
+    assert exit_code != 0, logs
+    assert "integrity check failed" in logs
+    assert expected in logs
