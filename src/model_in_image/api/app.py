@@ -16,9 +16,11 @@ from fastapi.responses import ORJSONResponse
 from starlette.types import Receive, Scope, Send
 
 from model_in_image import __version__
+from model_in_image.api.docs import register_docs
 from model_in_image.api.hotpath import HotPathDispatcher
 from model_in_image.api.routes import HOT_ROUTES, register_hot_routes
 from model_in_image.api.state import ServerState
+from model_in_image.api.v2 import V2Dispatcher, register_v2_routes, v2_hot_routes
 from model_in_image.errors import ModelServerError
 from model_in_image.inference import InferenceService, build_service
 from model_in_image.metrics import Metrics
@@ -36,7 +38,9 @@ class ModelServerApp:
         self.settings = settings
         self.state = state
         self.api = api
-        self._dispatch = HotPathDispatcher(api, HOT_ROUTES, state, settings.max_body_bytes)
+        routes = [*HOT_ROUTES, *v2_hot_routes(settings.resolved_model_name)]
+        v2_infer = V2Dispatcher(api, state, settings)  # V2 の推論（ヘッダとバイナリ部を扱う）
+        self._dispatch = HotPathDispatcher(v2_infer, routes, state, settings.max_body_bytes)
 
     def attach_metrics(self, metrics: Metrics) -> None:
         """読み込んだモデルのメトリクスを有効にする（ライフスパンから呼ぶ）。"""
@@ -82,8 +86,12 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> M
         description="Model-in-Image パターンの推論 API（ONNX Runtime）。",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        docs_url=None,
+        redoc_url=None,
     )
     register_hot_routes(api, state, settings.max_body_bytes)
+    register_v2_routes(api, state, settings)
+    register_docs(api)
 
     @api.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception) -> ORJSONResponse:

@@ -1,0 +1,149 @@
+"""SIGTERM での正常終了。
+
+readiness はすぐ 503、ドレイン中も推論は 200、処理中のリクエストは完了し、終了コードは 0。
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from v2.live_server import LiveServer, start_server
+
+from .conftest import JSON, PREDICT_BODY
+
+DRAIN = 1.0
+LOAD_THREADS = 4
+LOAD_SECONDS = 3.0
+EXIT_TIMEOUT = 15.0
+# ドレインの終わりにこれより近い時刻に送り始めたリクエストは、接続の拒否・切断を許す
+RACE_MARGIN = 0.1
+
+
+@dataclass
+class Outcome:
+    """1 リクエストの結果（開始時刻・ステータスまたは例外名）。"""
+
+    path: str
+    started: float
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Recorder:
+    """スレッドから結果を集める。"""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, outcome: Outcome) -> None:
+        """結果を追加する。"""
+        with self.lock:
+            self.outcomes.append(outcome)
+
+
+def _request(client: httpx.Client, method: str, path: str, recorder: Recorder, **kw: Any) -> None:
+    outcome = Outcome(path, time.monotonic())
+    try:
+        outcome.status = client.request(method, path, **kw).status_code
+    except httpx.HTTPError as exc:
+        outcome.error = type(exc).__name__
+    recorder.add(outcome)
+
+
+def _load(base_url: str, until: float, recorder: Recorder) -> None:
+    """keep-alive の接続 1 本で /predict を送り続ける。"""
+    with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
+        while time.monotonic() < until:
+            _request(client, "POST", "/predict", recorder, content=PREDICT_BODY, headers=JSON)
+
+
+def _probe(base_url: str, until: float, recorder: Recorder) -> None:
+    """/readyz を 50 ms ごとに調べる（毎回新しい接続）。"""
+    while time.monotonic() < until:
+        with httpx.Client(base_url=base_url, timeout=2.0, trust_env=False) as client:
+            _request(client, "GET", "/readyz", recorder)
+        time.sleep(0.05)
+
+
+def _slow_upload(base_url: str, start: float, recorder: Recorder) -> None:
+    """ドレインの終わりをまたいでボディを少しずつ送る（終了処理の開始時に処理中のリクエスト）。"""
+
+    def chunks() -> Iterator[bytes]:
+        for part in (PREDICT_BODY[:10], PREDICT_BODY[10:20], PREDICT_BODY[20:]):
+            yield part
+            time.sleep(0.3)
+
+    time.sleep(max(0.0, start - time.monotonic()))
+    with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as client:
+        _request(client, "POST", "/predict", recorder, content=chunks(), headers=JSON)
+
+
+@pytest.fixture
+def draining_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """SHUTDOWN_DRAIN_SECONDS=1 のサーバー。"""
+    server = start_server(tmp_path, {"SHUTDOWN_DRAIN_SECONDS": str(DRAIN)})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_and_exits_cleanly(draining_server: LiveServer) -> None:
+    base = draining_server.base_url
+    recorder = Recorder()
+    begin = time.monotonic()
+    until = begin + LOAD_SECONDS
+    sigterm_at = begin + 1.0
+    threads = [
+        threading.Thread(target=_load, args=(base, until, recorder)) for _ in range(LOAD_THREADS)
+    ]
+    threads.append(threading.Thread(target=_probe, args=(base, until, recorder)))
+    threads.append(
+        threading.Thread(target=_slow_upload, args=(base, sigterm_at + DRAIN - 0.4, recorder))
+    )
+    for thread in threads:
+        thread.start()
+    time.sleep(max(0.0, sigterm_at - time.monotonic()))
+    sigterm_at = time.monotonic()
+    draining_server.terminate()
+    code = draining_server.wait(EXIT_TIMEOUT)
+    exited_after = time.monotonic() - sigterm_at
+    for thread in threads:
+        thread.join(timeout=15)
+    outcomes = sorted(recorder.outcomes, key=lambda o: o.started)
+    drain_end = sigterm_at + DRAIN
+
+    assert code == 0, draining_server.log()
+    assert exited_after < DRAIN + 5.0
+    predictions = [o for o in outcomes if o.path == "/predict"]
+    assert not [o for o in predictions if o.status is not None and o.status >= 500]
+    before = [o for o in predictions if o.started < sigterm_at]
+    assert before
+    assert all(o.status == 200 for o in before)
+    during = [o for o in outcomes if sigterm_at + 0.1 < o.started < drain_end - RACE_MARGIN]
+    assert [o.status for o in during if o.path == "/readyz"], "no readiness probe during the drain"
+    assert all(o.status == 503 for o in during if o.path == "/readyz"), during
+    served = [o for o in during if o.path == "/predict"]
+    assert served
+    assert all(o.status == 200 for o in served), [o for o in served if o.status != 200]
+    # ドレインの終わりをまたいだアップロード（処理中）も 200 で完了する
+    slow = [o for o in outcomes if o.path == "/predict" and drain_end - 0.5 < o.started < drain_end]
+    assert slow
+    assert all(o.status == 200 for o in slow), slow
+    late_errors = {o.error for o in outcomes if o.error and o.started >= drain_end - RACE_MARGIN}
+    early_errors = [o for o in outcomes if o.error and o.started < drain_end - RACE_MARGIN]
+    assert not early_errors, early_errors
+    assert late_errors <= {"ConnectError", "RemoteProtocolError", "ReadError"}, late_errors
+    print(
+        f"\nshutdown: exit {code} after {exited_after:.2f} s; {len(outcomes)} requests, "
+        f"{len(served)} served during the drain, late connection errors: {sorted(late_errors)}"
+    )
