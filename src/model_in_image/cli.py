@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -63,7 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _train(args.output_dir, args.seed)
         settings = Settings()
-        logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+        # serve 以外は標準出力を結果だけにする（ログは標準エラーへ）
+        stream = "stdout" if args.command == "serve" else "stderr"
+        logging.config.dictConfig(
+            logging_config(settings.log_level, settings.log_format, stream=stream)
+        )
         if args.command == "serve":
             from model_in_image.server import serve
 
@@ -108,9 +112,10 @@ def _info(service: InferenceService) -> int:
 
 
 def _read_rows(source: str, fmt: str) -> tuple[list[list[Any]], str]:
-    stream: TextIO = sys.stdin if source == "-" else Path(source).open(encoding="utf-8")  # noqa: SIM115
-    with stream:
-        text = stream.read()
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelServerError(f"cannot read input {source}: {exc}", 400) from exc
     if fmt == "auto":
         fmt = "json" if text.lstrip()[:1] in ("{", "[") else "csv"
     if fmt == "json":

@@ -10,7 +10,9 @@ _TEXT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 _JSON = "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d"
 
 
-def logging_config(level: LogLevel, fmt: LogFormat, *, access_log: bool = False) -> dict[str, Any]:
+def logging_config(
+    level: LogLevel, fmt: LogFormat, *, access_log: bool = False, stream: str = "stdout"
+) -> dict[str, Any]:
     """logging.config.dictConfig 用の辞書（uvicorn の log_config にも渡す）。"""
     formatter: dict[str, Any]
     if fmt is LogFormat.JSON:
@@ -24,7 +26,7 @@ def logging_config(level: LogLevel, fmt: LogFormat, *, access_log: bool = False)
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "default",
-        "stream": "ext://sys.stdout",
+        "stream": f"ext://sys.{stream}",
     }
     return {
         "version": 1,
