@@ -170,7 +170,7 @@ def test_predict_bad_input(tmp_path: Path, capsys: Capture, text: str, message: 
     path = _write(tmp_path, "bad.txt", text)
     assert main(["predict", path]) == 1
     captured = capsys.readouterr()
-    assert captured.err.startswith("error: ")
+    assert captured.err.splitlines()[-1].startswith("error: ")
     assert message in captured.err
     assert _json_lines(captured.out) == []
 
@@ -189,7 +189,7 @@ def test_unreadable_input_file(
         path.write_bytes(content)
     assert _exit_code(["predict", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ")
+    assert err.splitlines()[-1].startswith("error: ")
     assert name in err
 
 
