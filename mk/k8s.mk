@@ -42,4 +42,4 @@ test-k8s: install ## マニフェストのオフラインテスト（描画・�
 .PHONY: test-e2e-k8s
 test-e2e-k8s: export KUBECONFIG ?= $(HOME)/.kube/config
 test-e2e-k8s: install ## 実クラスタでの E2E（KUBECONFIG のクラスタ。先に make image）
-	MII_E2E_K8S=1 $(RUN) pytest -m e2e_k8s tests/k8s -p no:cacheprovider $(PYTEST_ARGS)
+	MII_E2E_K8S=1 $(RUN) pytest -m e2e_k8s tests/k8s $(PYTEST_ARGS)

@@ -284,7 +284,8 @@ def port_forward(kube: Kube, target: str, remote_port: int) -> Iterator[int]:
         for line in proc.stdout:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + PORT_FORWARD_WAIT_S
         seen = []
@@ -307,3 +308,6 @@ def port_forward(kube: Kube, target: str, remote_port: int) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        reader.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
