@@ -102,14 +102,17 @@ class Kube:
         return [p for p in items if terminating or "deletionTimestamp" not in p["metadata"]]
 
     def rollout(self, timeout_s: int) -> None:
-        """Deployment のロールアウト完了を待つ。"""
-        self.run(
+        """Deployment のロールアウト完了を待つ（失敗なら状態を添える）。"""
+        result = self.run(
             "rollout",
             "status",
             f"deployment/{APP}",
             f"--timeout={timeout_s}s",
             timeout=timeout_s + 30,
+            check=False,
         )
+        if result.returncode != 0:
+            raise AssertionError(f"rollout failed: {result.stderr}\n{self.diagnostics()}")
 
     def predict_lines(self, pod: str) -> int:
         """Pod のアクセスログにある推論リクエストの行数。"""
@@ -288,7 +291,7 @@ def port_forward(kube: Kube, target: str, remote_port: int) -> Iterator[int]:
     reader.start()
     try:
         deadline = time.monotonic() + PORT_FORWARD_WAIT_S
-        seen = []
+        seen: list[str] = []
         while time.monotonic() < deadline:
             try:
                 line = lines.get(timeout=1)

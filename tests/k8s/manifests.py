@@ -69,7 +69,7 @@ def pod_spec(objects: Iterable[Obj]) -> Obj:
 
 def container(objects: Iterable[Obj]) -> Obj:
     """推論サーバーのコンテナ。"""
-    found = [c for c in pod_spec(objects)["containers"] if c["name"] == CONTAINER]
+    found: list[Obj] = [c for c in pod_spec(objects)["containers"] if c["name"] == CONTAINER]
     assert len(found) == 1, f"expected one container named {CONTAINER}"
     return found[0]
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kubernetes_validate import utils as kv
+from kubernetes_validate import utils as kv  # type: ignore[import-untyped]
 
 from . import cluster, load_client
 from .cluster import Kube, load_command, load_pod, port_forward, skip_reason

@@ -10,7 +10,7 @@ import socket
 from typing import Any
 
 import pytest
-from kubernetes_validate import utils as kv
+from kubernetes_validate import utils as kv  # type: ignore[import-untyped]
 
 from .manifests import Obj, container, overlay_names
 
