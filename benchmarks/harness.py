@@ -1,7 +1,7 @@
 """ベンチマーク本体：floor・textbook・ours を同じ条件で順に起動し、wrk で同じ負荷をかける。
 
     uv run --frozen python -m benchmarks --quick    # 約 3 分
-    uv run --frozen python -m benchmarks            # 全部（約 12 分）
+    uv run --frozen python -m benchmarks            # 全部（約 15 分）
 
 反復はサーバー単位で交互（A,B,C,A,B,C）。起動したプロセスはプロセスグループ単位で止める。
 """
@@ -85,16 +85,15 @@ class Plan:
     idle_wait_s: float = 30.0
 
     def estimate_seconds(self, variants: Sequence[Variant]) -> float:
-        """おおよその所要時間（起動・停止を 3.5 秒と見積もる）。"""
-        per_repeat = 0.0
-        for variant in variants:
-            points = loads_for(variant, self.loads, quick=self.quick)
-            if not points:
-                continue
-            per_repeat += (
-                3.5 + self.warmup_session + len(points) * (self.warmup_point + self.seconds)
-            )
-        return per_repeat * len(self.workers) * self.repeats
+        """おおよその所要時間（起動・停止・待機を 4 秒と見積もる）。"""
+        total = 0.0
+        for workers in self.workers:
+            for variant in variants:
+                points = loads_for(variant, self.loads, quick=self.quick, workers=workers)
+                if points:
+                    total += 4 + self.warmup_session
+                    total += len(points) * (self.warmup_point + self.seconds)
+        return total * self.repeats
 
 
 QUICK = Plan(
@@ -347,21 +346,21 @@ class Runner:
     wrk_path: str
     scripts: dict[str, Path]
     failures: list[str]
+    samples: list[report.Sample]
 
-    def session(self, variant: Variant, workers: int, repeat: int) -> list[report.Sample]:
-        """1 サーバーを起動し、その variant の負荷を全部測って止める。"""
+    def session(self, variant: Variant, workers: int, repeat: int) -> None:
+        """1 サーバーを起動し、その variant の負荷を全部測って止める（結果は samples に足す）。"""
+        loads = loads_for(variant, self.plan.loads, quick=self.plan.quick, workers=workers)
+        if not loads:
+            return
         if self.plan.idle_pct > 0:
             idle = wait_for_idle(self.plan.idle_pct, self.plan.idle_wait_s)
             if idle >= self.plan.idle_pct:
-                print(
-                    f"  ~ machine still {idle:.0f} % busy before {variant.name}; measuring anyway"
-                )
+                print(f"  ~ machine {idle:.0f} % busy before {variant.name}; measuring anyway")
         port = free_port()
         values = {**self.values, "port": str(port), "workers": str(workers)}
         argv = [expand(a, values) for a in variant.argv]
         env = server_env(variant, values, self.settings_env)
-        loads = loads_for(variant, self.plan.loads, quick=self.plan.quick)
-        samples = []
         with Server(variant, argv, env, port) as server:
             check_response(port, loads[0])
             # 全ワーカーが起動して温まるまで、1 行・64 接続で負荷をかけて捨てる
@@ -371,30 +370,26 @@ class Runner:
             for load in loads:
                 measured = measure(server, load, self.scripts[load.key], self.plan, self.wrk_path)
                 sample = to_sample(variant.name, workers, load, repeat, measured)
-                samples.append(sample)
+                self.samples.append(sample)
                 print(_progress(sample, load), flush=True)
                 if sample.errors:
                     print(
                         f"    ! {sample.errors} errors; server log tail:\n{server.log_tail(800)}",
                         flush=True,
                     )
-        return samples
 
     def run(self) -> list[report.Sample]:
         """反復 → ワーカー数 → variant の順に回す（サーバーが交互になる）。"""
-        samples: list[report.Sample] = []
         for repeat in range(self.plan.repeats):
             for workers in self.plan.workers:
                 for variant in self.variants:
-                    if not loads_for(variant, self.plan.loads, quick=self.plan.quick):
-                        continue
                     try:
-                        samples.extend(self.session(variant, workers, repeat))
+                        self.session(variant, workers, repeat)
                     except (ServerStartError, RuntimeError) as exc:
                         message = f"{variant.name} workers={workers} repeat={repeat}: {exc}"
                         self.failures.append(message)
                         print(f"  ! {message}", file=sys.stderr, flush=True)
-        return samples
+        return self.samples
 
 
 def _progress(s: report.Sample, load: Load) -> str:
@@ -590,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for load in LOADS:
             scripts[load.key] = Path(tmp) / f"{load.key}.lua"
             scripts[load.key].write_text(wrk.lua_script(load.body()))
-        runner = Runner(plan, variants, values, settings_env, wrk.find_wrk(), scripts, [])
+        runner = Runner(plan, variants, values, settings_env, wrk.find_wrk(), scripts, [], [])
         meta = metadata(plan, runner, ["python", "-m", "benchmarks", *(argv or sys.argv[1:])])
         mode = "quick" if plan.quick else "full"
         minutes = plan.estimate_seconds(variants) / 60
@@ -606,7 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = runner.run()
         except KeyboardInterrupt:
             print("interrupted: reporting what was measured", file=sys.stderr)
-            samples = []
+            runner.failures.append("interrupted")
+            samples = runner.samples
     return finish(args, plan, meta, runner, samples, time.monotonic() - started)
 
 

@@ -26,8 +26,9 @@ class Variant:
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path = ROOT
-    # quick モードで測る負荷（None なら全部）
+    # quick モードで測る負荷とワーカー数（None なら全部）
     quick_loads: tuple[str, ...] | None = None
+    quick_workers: tuple[int, ...] | None = None
     # この設定項目が Settings に有るときだけ測る（将来の METRICS_ENABLED などのフック）
     requires_setting: str | None = None
     # 比較の基準線（表の並びとグラフ用）
@@ -122,6 +123,7 @@ VARIANTS: tuple[Variant, ...] = (
         argv=_OURS,
         env={**_OURS_ENV, "ACCESS_LOG": "true"},
         quick_loads=("c64",),
+        quick_workers=(1,),
     ),
     Variant(
         name="ours-nometrics",
@@ -129,6 +131,7 @@ VARIANTS: tuple[Variant, ...] = (
         argv=_OURS,
         env={**_OURS_ENV, "METRICS_ENABLED": "false"},
         quick_loads=("c64",),
+        quick_workers=(1,),
         requires_setting="metrics_enabled",
     ),
 )
@@ -139,8 +142,13 @@ def expand(template: str, values: Mapping[str, str]) -> str:
     return template.format_map(dict(values))
 
 
-def loads_for(variant: Variant, keys: tuple[str, ...], *, quick: bool) -> tuple[Load, ...]:
-    """この variant で測る負荷。"""
+def loads_for(
+    variant: Variant, keys: tuple[str, ...], *, quick: bool, workers: int | None = None
+) -> tuple[Load, ...]:
+    """この variant で測る負荷（quick では quick_loads・quick_workers に絞る）。"""
+    limited = quick and variant.quick_workers is not None and workers is not None
+    if limited and workers not in (variant.quick_workers or ()):
+        return ()
     wanted = variant.quick_loads if quick and variant.quick_loads is not None else keys
     return tuple(load for load in LOADS if load.key in keys and load.key in wanted)
 
