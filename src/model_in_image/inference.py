@@ -18,7 +18,7 @@ import orjson
 
 from model_in_image.errors import InvalidInputError, ModelLoadError, ModelServerError
 from model_in_image.modelcard import ModelCard
-from model_in_image.runtime import FloatArray, OnnxClassifier
+from model_in_image.runtime import FloatArray, OnnxClassifier, model_sha256
 from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -193,18 +193,23 @@ def _flat_if_single(rows: list[list[float]]) -> list[float] | list[list[float]]:
 
 
 def build_service(settings: Settings) -> InferenceService:
-    """設定からモデルを読み込み、完全性を確かめ、ウォームアップ済みのサービスを作る。"""
+    """設定からモデルを読み込み、完全性を確かめ、ウォームアップ済みのサービスを作る。
+
+    sha256 の照合はモデルを解析する前に行う（改ざんされたファイルを ONNX Runtime に渡さない）。
+    """
+    sha256 = model_sha256(settings.model_filepath)
+    if settings.model_sha256 and settings.model_sha256 != sha256:
+        raise ModelLoadError(
+            f"model integrity check failed: {settings.model_filepath} has sha256 "
+            f"{sha256}, expected {settings.model_sha256} (MODEL_SHA256)"
+        )
+    card = _read_card(settings, sha256)
     classifier = OnnxClassifier(
         settings.model_filepath,
         settings.label_filepath,
         intra_op_threads=settings.ort_intra_op_threads,
+        sha256=sha256,
     )
-    if settings.model_sha256 and settings.model_sha256 != classifier.sha256:
-        raise ModelLoadError(
-            f"model integrity check failed: {settings.model_filepath} has sha256 "
-            f"{classifier.sha256}, expected {settings.model_sha256} (MODEL_SHA256)"
-        )
-    card = _read_card(settings, classifier)
     sample = settings.sample_data or (card.sample_input if card else None)
     if sample is None:
         sample = [[0.0] * classifier.signature.input_width]
@@ -228,7 +233,7 @@ def build_service(settings: Settings) -> InferenceService:
     return service
 
 
-def _read_card(settings: Settings, classifier: OnnxClassifier) -> ModelCard | None:
+def _read_card(settings: Settings, sha256: str) -> ModelCard | None:
     """モデルカードを読み、モデルファイルの sha256 と一致するか確かめる。"""
     path = settings.resolved_model_card_filepath
     if not path.exists():
@@ -236,9 +241,9 @@ def _read_card(settings: Settings, classifier: OnnxClassifier) -> ModelCard | No
             raise ModelLoadError(f"model card not found: {path}")
         return None
     card = ModelCard.read(path)
-    if card.sha256 != classifier.sha256:
+    if card.sha256 != sha256:
         raise ModelLoadError(
-            f"model integrity check failed: {classifier.model_path} has sha256 "
-            f"{classifier.sha256}, but its model card {path} records {card.sha256}"
+            f"model integrity check failed: {settings.model_filepath} has sha256 "
+            f"{sha256}, but its model card {path} records {card.sha256}"
         )
     return card

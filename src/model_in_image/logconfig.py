@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 from model_in_image.settings import LogFormat, LogLevel
 
 _TEXT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
@@ -20,6 +22,8 @@ def logging_config(
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": _JSON,
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # uvicorn が付ける ANSI 色付きの color_message は出さない
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
     else:
         formatter = {"format": _TEXT}

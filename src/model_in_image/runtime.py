@@ -60,6 +60,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_sha256(path: Path) -> str:
+    """モデルファイルの sha256（読めなければ ModelLoadError）。"""
+    try:
+        return sha256_of(path)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"model file not found: {path}") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"model file cannot be read: {path}: {exc}") from exc
+
+
 def load_labels(path: Path) -> dict[str, str]:
     """ラベルファイル（{"0": "setosa", ...}）を読み込む。"""
     try:
@@ -89,10 +99,17 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
 class OnnxClassifier:
     """ONNX 分類器。起動時に一度だけ読み込み、ウォームアップしてから使う。"""
 
-    def __init__(self, model_path: Path, label_path: Path, *, intra_op_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        label_path: Path,
+        *,
+        intra_op_threads: int = 1,
+        sha256: str | None = None,
+    ) -> None:
         self.model_path = model_path
         self.label_path = label_path
-        self.sha256 = self._read_hash(model_path)
+        self.sha256 = sha256 or model_sha256(model_path)
         self._session = self._open_session(model_path, intra_op_threads)
         self.signature = self._derive_signature(self._session)
         self.labels = self._match_labels(load_labels(label_path), self.signature)
@@ -101,16 +118,8 @@ class OnnxClassifier:
         self._outputs = [self.signature.output_name]
 
     @staticmethod
-    def _read_hash(path: Path) -> str:
-        try:
-            return sha256_of(path)
-        except FileNotFoundError as exc:
-            raise ModelLoadError(f"model file not found: {path}") from exc
-        except OSError as exc:
-            raise ModelLoadError(f"model file cannot be read: {path}: {exc}") from exc
-
-    @staticmethod
     def _open_session(path: Path, threads: int) -> ort.InferenceSession:
+        ort.disable_telemetry_events()  # 読み取り専用のコンテナで警告を出さず、外部へ送らない
         try:
             return ort.InferenceSession(
                 str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]

@@ -75,6 +75,11 @@ def to_onnx_bytes(pipeline: Any, sample: np.ndarray[Any, Any], name: str) -> byt
             naming=name,
         )
     model.graph.name = name
+    # opset の並びは同じプロセスで先に変換したモデルに左右されるため、ドメイン順に固定する
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version_ in imports:
+        model.opset_import.add(domain=domain, version=version_)
     model.doc_string = "Iris SVC (model-in-image)"
     return model.SerializeToString()  # type: ignore[no-any-return]
 

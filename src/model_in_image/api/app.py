@@ -6,8 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -32,59 +31,89 @@ SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class ModelServerApp:
-    """最外層の ASGI アプリ（高速経路 + FastAPI）。"""
+    """最外層の ASGI アプリ：ライフスパン（モデルの読み込み）と高速経路 + FastAPI。"""
 
-    def __init__(self, settings: Settings, state: ServerState, api: FastAPI) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: ServerState,
+        api: FastAPI,
+        service: InferenceService | None = None,
+    ) -> None:
         self.settings = settings
         self.state = state
         self.api = api
+        self._preloaded = service
+        self._restore_signal: Callable[[], None] = lambda: None
         routes = [*HOT_ROUTES, *v2_hot_routes(settings.resolved_model_name)]
         v2_infer = V2Dispatcher(api, state, settings)  # V2 の推論（ヘッダとバイナリ部を扱う）
         self._dispatch = HotPathDispatcher(v2_infer, routes, state, settings.max_body_bytes)
 
     def attach_metrics(self, metrics: Metrics) -> None:
-        """読み込んだモデルのメトリクスを有効にする（ライフスパンから呼ぶ）。"""
+        """読み込んだモデルのメトリクスを有効にする。"""
         self.state.metrics = metrics
         self._dispatch.metrics = metrics
         if self.state.service is not None:
             self.state.service.observer = metrics.observe_inference
 
+    def startup(self) -> None:
+        """モデルを読み込み（ウォームアップ込み）、メトリクスと SIGTERM のドレインを用意する。"""
+        service = self._preloaded or build_service(self.settings)
+        self.state.service = service
+        if self.settings.metrics_enabled:
+            self.attach_metrics(
+                Metrics(
+                    model_name=service.model_name,
+                    model_sha256=service.classifier.sha256,
+                    version=__version__,
+                )
+            )
+        self._restore_signal = install_drain_handler(
+            self.state, self.settings.shutdown_drain_seconds
+        )
+
+    def shutdown(self) -> None:
+        """終了処理（以後 readiness は 503）。"""
+        self._restore_signal()
+        self.state.draining = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         await self._dispatch(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """ASGI ライフスパン。読み込みに失敗したらトレースバックなしの 1 行で起動を止める。"""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.startup()
+                except ModelServerError as exc:
+                    # 理由だけを 1 行で報告する（サーバーはトレースバックを出さずに終了する）
+                    logger.error("start-up failed: %s", exc.message)
+                    await send({"type": "lifespan.startup.failed", "message": exc.message})
+                    raise
+                except Exception as exc:
+                    logger.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    raise
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def create_app(settings: Settings, service: InferenceService | None = None) -> ModelServerApp:
     """アプリを作る。service を渡さなければライフスパンでモデルを読み込む。"""
     state = ServerState()
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            state.service = service if service is not None else build_service(settings)
-        except ModelServerError as exc:
-            logger.error("start-up failed: %s", exc.message)
-            raise
-        if settings.metrics_enabled:
-            app.attach_metrics(
-                Metrics(
-                    model_name=state.service.model_name,
-                    model_sha256=state.service.classifier.sha256,
-                    version=__version__,
-                )
-            )
-        restore = install_drain_handler(state, settings.shutdown_drain_seconds)
-        try:
-            yield
-        finally:
-            restore()
-            state.draining = True
-
     api = FastAPI(
         title="model-in-image",
         version=__version__,
         description="Model-in-Image パターンの推論 API（ONNX Runtime）。",
-        lifespan=lifespan,
         default_response_class=ORJSONResponse,
         docs_url=None,
         redoc_url=None,
@@ -98,8 +127,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> M
         logger.error("unhandled error", exc_info=exc)
         return ORJSONResponse({"detail": "Internal server error"}, status_code=500)
 
-    app = ModelServerApp(settings, state, api)
-    return app
+    return ModelServerApp(settings, state, api, service)
 
 
 def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:
