@@ -15,7 +15,7 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """モジュールで共有する実サーバー（keep-alive のタイムアウトは 2 秒）。"""
-    env = {"TIMEOUT_KEEP_ALIVE": "2"}
+    """モジュールで共有する実サーバー（keep-alive・リクエスト受信のタイムアウトは 2 秒）。"""
+    env = {"TIMEOUT_KEEP_ALIVE": "2", "REQUEST_TIMEOUT_SECONDS": "2"}
     with running_server(tmp_path_factory.mktemp("hardening-server"), env) as server:
         yield server

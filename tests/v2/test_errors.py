@@ -52,6 +52,7 @@ def test_unknown_model_or_version_is_404(client: TestClient, method: str, path: 
 BAD_REQUESTS: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ("invalid-json", b'{"inputs": [', "invalid JSON"),
     ("empty-body", b"", "invalid JSON"),
+    ("invalid-utf8", b'{"inputs": [], "x": "\xff"}', "not UTF-8"),
     ("not-object", b"[1, 2, 3]", "invalid inference request"),
     ("no-inputs", {"outputs": []}, "inputs"),
     ("zero-inputs", {"inputs": []}, "one input"),

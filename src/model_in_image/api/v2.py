@@ -251,7 +251,12 @@ def split_body(body: bytes, header_length: int | None) -> tuple[bytes, bytes | N
 
 
 def decode_request(json_part: bytes) -> types.WireRequest:
-    """JSON 部を型検証しながら解析する。"""
+    """JSON 部を型検証しながら解析する（UTF-8 でなければ 400）。"""
+    if not json_part.isascii():  # msgspec は読み飛ばす値の UTF-8 を確かめない
+        try:
+            json_part.decode()
+        except UnicodeDecodeError as exc:
+            raise _bad_request(f"invalid JSON: not UTF-8 at byte {exc.start}") from None
     try:
         return _REQUEST.decode(json_part)
     except msgspec.ValidationError as exc:
