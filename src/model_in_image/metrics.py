@@ -2,13 +2,21 @@
 
 ワーカーが複数のときは prometheus-client のマルチプロセスモード
 （PROMETHEUS_MULTIPROC_DIR、server.serve が設定）で全ワーカーの合計を返す。
+
+リクエストごとには観測値をリストに積むだけにし、prometheus-client への反映は
+まとめて行う（スクレイプ時・1 秒ごと・一定件数ごと）。1 件ずつ observe すると
+ロックとバケット走査で 1 リクエストあたり 10 µs 以上かかるため。
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,6 +31,19 @@ LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 INFERENCE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005, 0.01, 0.05)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+FLUSH_EVERY = 4096
+
+
+def observe_many(histogram: Any, values: Sequence[float]) -> None:
+    """Histogram.observe を値の数だけ呼ぶのと同じ結果を、バケットごとに 1 回の加算で得る。
+
+    prometheus-client の Histogram の内部（_upper_bounds, _buckets, _sum）に依存する。
+    """
+    index = np.searchsorted(histogram._upper_bounds, values, side="left")
+    for bucket, count in enumerate(np.bincount(index, minlength=len(histogram._buckets))):
+        if count:
+            histogram._buckets[bucket].inc(int(count))
+    histogram._sum.inc(float(sum(values)))
 
 
 def multiprocess_dir() -> str | None:
@@ -75,28 +96,39 @@ class Metrics:
             multiprocess_mode="max",
         )
         info.labels(model_name, model_sha256, version).set(1)
-        self._request_children: dict[tuple[str, str, int], Any] = {}
-        self._latency_children: dict[tuple[str, str], Any] = {}
+        self.active = 0  # 処理中のリクエスト数（反映時に in_flight へ）
+        self._requests: list[tuple[str, str, int, float]] = []
+        self._inferences: list[tuple[int, float]] = []
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """リクエスト 1 件を記録する。"""
-        key = (route, method, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(route, method, str(status))
-        child.inc()
-        lat = self._latency_children.get((route, method))
-        if lat is None:
-            lat = self._latency_children[(route, method)] = self.latency.labels(route, method)
-        lat.observe(seconds)
+        """リクエスト 1 件を積む。"""
+        self._requests.append((route, method, status, seconds))
+        if len(self._requests) >= FLUSH_EVERY:
+            self.flush()
 
     def observe_inference(self, rows: int, seconds: float) -> None:
-        """推論 1 回の時間と行数を記録する。"""
-        self.inference.observe(seconds)
-        self.batch.observe(rows)
+        """推論 1 回の行数と時間を積む。"""
+        self._inferences.append((rows, seconds))
+
+    def flush(self) -> None:
+        """積んだ観測値を prometheus-client のメトリクスへまとめて反映する。"""
+        requests, self._requests = self._requests, []
+        inferences, self._inferences = self._inferences, []
+        self.in_flight.set(self.active)
+        for (route, method, status), count in Tally((r, m, s) for r, m, s, _ in requests).items():
+            self.requests.labels(route, method, str(status)).inc(count)
+        durations: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        for route, method, _, seconds in requests:
+            durations[(route, method)].append(seconds)
+        for (route, method), values in durations.items():
+            observe_many(self.latency.labels(route, method), values)
+        if inferences:
+            observe_many(self.inference, [seconds for _, seconds in inferences])
+            observe_many(self.batch, [rows for rows, _ in inferences])
 
     def render(self) -> bytes:
         """Prometheus のテキスト形式で出力する。"""
+        self.flush()
         directory = multiprocess_dir()
         if directory is None:
             return generate_latest(self.registry)

@@ -27,6 +27,7 @@ from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+METRICS_FLUSH_SECONDS = 1.0
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -45,6 +46,7 @@ class ModelServerApp:
         self.api = api
         self._preloaded = service
         self._restore_signal: Callable[[], None] = lambda: None
+        self._flush_timer: asyncio.TimerHandle | None = None
         routes = [*HOT_ROUTES, *v2_hot_routes(settings.resolved_model_name)]
         v2_infer = V2Dispatcher(api, state, settings)  # V2 の推論（ヘッダとバイナリ部を扱う）
         self._dispatch = HotPathDispatcher(v2_infer, routes, state, settings.max_body_bytes)
@@ -68,14 +70,30 @@ class ModelServerApp:
                     version=__version__,
                 )
             )
+            self._schedule_flush()
         self._restore_signal = install_drain_handler(
             self.state, self.settings.shutdown_drain_seconds
         )
+
+    def _schedule_flush(self) -> None:
+        """積んだメトリクスを 1 秒ごとに反映する（ワーカーが複数でもスクレイプに間に合う）。"""
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            if self.state.metrics is not None:
+                self.state.metrics.flush()
+            self._flush_timer = loop.call_later(METRICS_FLUSH_SECONDS, tick)
+
+        self._flush_timer = loop.call_later(METRICS_FLUSH_SECONDS, tick)
 
     def shutdown(self) -> None:
         """終了処理（以後 readiness は 503）。"""
         self._restore_signal()
         self.state.draining = True
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        if self.state.metrics is not None:
+            self.state.metrics.flush()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""

@@ -146,7 +146,7 @@ class HotPathDispatcher:
                 await self.app(scope, receive, send)
             return
         start = perf_counter()
-        metrics.in_flight.inc()
+        metrics.active += 1
         status = 499  # 応答を送る前に切断・失敗した場合
         try:
             if route is not None:
@@ -154,7 +154,7 @@ class HotPathDispatcher:
             else:
                 status = await self._fallback(scope, receive, send)
         finally:
-            metrics.in_flight.dec()
+            metrics.active -= 1
             # ラベルの種類を有限に保つ：FastAPI のルートはパステンプレート、不一致は unmatched
             matched = route or scope.get("route")
             name = getattr(matched, "path", "unmatched")
