@@ -51,6 +51,11 @@ def _loc_from_msgspec(message: str) -> list[str | int]:
 
 def decode_predict_body(body: bytes) -> list[list[float]]:
     """JSON ボディを型検証しながら解析する（真偽値・文字列・null は拒否）。"""
+    if not body.isascii():  # msgspec は読み飛ばすキーの値の UTF-8 を確かめない
+        try:
+            body.decode()
+        except UnicodeDecodeError as exc:
+            raise ModelServerError(f"Invalid JSON: not UTF-8 at byte {exc.start}", 400) from None
     try:
         return _DECODER.decode(body).data
     except msgspec.ValidationError as exc:
@@ -61,6 +66,8 @@ def decode_predict_body(body: bytes) -> list[list[float]]:
         ) from None
     except msgspec.DecodeError as exc:
         raise ModelServerError(f"Invalid JSON: {exc}", status_code=400) from None
+    except RecursionError:
+        raise ModelServerError("Invalid JSON: nested too deeply", status_code=400) from None
 
 
 @dataclass(frozen=True, slots=True)

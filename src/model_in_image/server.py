@@ -15,6 +15,7 @@ from uvicorn.supervisors import Multiprocess
 from model_in_image.api.app import create_app
 from model_in_image.inference import build_service
 from model_in_image.logconfig import logging_config
+from model_in_image.protocol import BoundedHttpToolsProtocol
 from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -24,12 +25,15 @@ STARTUP_FAILURE = 3
 
 def app_from_env() -> object:
     """ワーカープロセス用のファクトリ（環境変数から設定を読む）。"""
-    return create_app(Settings())
+    settings = Settings()
+    BoundedHttpToolsProtocol.request_timeout = settings.request_timeout_seconds
+    return create_app(settings)
 
 
 def uvicorn_config(settings: Settings, *, multiprocess: bool) -> uvicorn.Config:
     """設定から uvicorn.Config を作る。"""
     app: object = "model_in_image.server:app_from_env" if multiprocess else create_app(settings)
+    BoundedHttpToolsProtocol.request_timeout = settings.request_timeout_seconds
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         factory=multiprocess,
@@ -37,13 +41,14 @@ def uvicorn_config(settings: Settings, *, multiprocess: bool) -> uvicorn.Config:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,
         lifespan="on",
         log_config=logging_config(
             settings.log_level, settings.log_format, access_log=settings.access_log
         ),
         access_log=settings.access_log,
         timeout_keep_alive=int(settings.timeout_keep_alive),
+        timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         server_header=False,
         proxy_headers=False,
     )

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     timeout_keep_alive: float = Field(default=5.0, gt=0)
     shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=300)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    graceful_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
 
     # 入力の上限
     max_batch_rows: int = Field(default=1000, ge=1, le=1_000_000)

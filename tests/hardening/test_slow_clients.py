@@ -1,8 +1,8 @@
 """遅い・止まったクライアント：他のクライアントは待たされず、止まった接続はタイムアウトで閉じる。
 
 uvicorn（httptools でも h11 でも）の timeout_keep_alive は「応答を送り終えた後」にだけ
-働く。最初のリクエストを送らない接続・ヘッダやボディの途中で止まった接続には時間制限が
-無く、いつまでも開いたまま残る（xfail で記録：修正されたら strict により失敗して知らせる）。
+働く。最初のリクエストを送らない接続・ヘッダやボディの途中で止まった接続は、
+REQUEST_TIMEOUT_SECONDS（protocol.BoundedHttpToolsProtocol）で閉じる。
 """
 
 from __future__ import annotations
@@ -30,10 +30,6 @@ STALLED = {
         b"Content-Length: 100\r\n\r\n" + PREDICT_BODY[:10]
     ),
 }
-NO_REQUEST_TIMEOUT = (
-    "uvicorn arms timeout_keep_alive only after a response; a connection that never completes "
-    "a request (idle, partial headers or body) has no timeout (server.py needs a request timeout)"
-)
 
 
 def connect(port: int, payload: bytes) -> socket.socket:
@@ -105,7 +101,6 @@ def test_idle_keep_alive_connection_is_closed_after_timeout(live_server: LiveSer
         assert time.monotonic() - start >= KEEP_ALIVE - 0.5
 
 
-@pytest.mark.xfail(strict=True, reason=NO_REQUEST_TIMEOUT)
 @pytest.mark.parametrize("kind", STALLED)
 def test_stalled_request_is_closed_after_timeout(
     stalled: dict[str, tuple[socket.socket, float]], kind: str
@@ -114,7 +109,6 @@ def test_stalled_request_is_closed_after_timeout(
     assert closed_by_server(sock, opened + KEEP_ALIVE + GRACE)
 
 
-@pytest.mark.xfail(strict=True, reason=NO_REQUEST_TIMEOUT + "; shutdown waits for it forever")
 def test_stalled_upload_does_not_block_shutdown(tmp_path: Path) -> None:
     server = start_server(tmp_path, {"REQUEST_TIMEOUT_SECONDS": str(KEEP_ALIVE)})
     try:

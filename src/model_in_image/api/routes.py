@@ -93,7 +93,7 @@ _DOCS: dict[str, tuple[str, type[BaseModel] | None, str]] = {
     "/livez": ("liveness プローブ", schemas.ProbeResponse, "health"),
     "/readyz": ("readiness プローブ", schemas.ProbeResponse, "health"),
     "/metadata": ("モデルのメタデータ", schemas.MetadataResponse, "model"),
-    "/label": ("ラベル一覧", schemas.LabelResponse, "model"),
+    "/label": ("ラベル一覧", schemas.LabelMapResponse, "model"),
     "/predict/test": ("サンプル入力の確率", schemas.ProbabilityResponse, "predict"),
     "/predict/test/label": ("サンプル入力のラベル", schemas.LabelResponse, "predict"),
     "/predict": ("推論（確率）", schemas.ProbabilityResponse, "predict"),

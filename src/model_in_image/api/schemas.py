@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 SETOSA: list[float] = [5.1, 3.5, 1.4, 0.2]
 PREDICT_EXAMPLE: dict[str, Any] = {"data": [SETOSA]}
@@ -36,6 +36,12 @@ class LabelResponse(BaseModel):
     """最尤クラスのラベル名（1 行なら文字列、N 行ならリスト）。"""
 
     prediction: str | list[str] = Field(examples=["setosa"])
+
+
+class LabelMapResponse(RootModel[dict[str, str]]):
+    """クラス番号（文字列）からラベル名への対応。"""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"0": "setosa", "1": "versicolor"}]})
 
 
 class HealthResponse(BaseModel):
