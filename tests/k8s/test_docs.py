@@ -1,4 +1,4 @@
-"""docs/tutorial-kubernetes.md のコマンドがマニフェストと make に合っていること。"""
+"""README.md の Kubernetes の章のコマンドがマニフェストと make に合っていること。"""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .manifests import (
 
 pytestmark = pytest.mark.k8s
 
-DOC = ROOT / "docs" / "tutorial-kubernetes.md"
+DOC = ROOT / "README.md"
 MAKEFILES = [ROOT / "Makefile", *sorted((ROOT / "mk").glob("*.mk"))]
 K8S_TARGETS = ["k8s-render", "k8s-load-image", "deploy", "undeploy", "test-k8s", "test-e2e-k8s"]
 
@@ -72,7 +72,7 @@ def test_object_names_match(commands: str, rendered: dict[str, list[Obj]]) -> No
     deployment = only(objects, "Deployment")["metadata"]["name"]
     service = only(objects, "Service")["metadata"]["name"]
     assert set(re.findall(r"deployment[/ ]([a-z0-9-]+)", commands)) == {deployment}
-    assert set(re.findall(r"(?:svc/|minikube service )([a-z0-9-]+)", commands)) == {service}
+    assert set(re.findall(r"(?:\bsvc/|minikube service )([a-z0-9-]+)", commands)) == {service}
     assert set(re.findall(r"service-name=([a-z0-9-]+)", commands)) == {service}
     assert set(re.findall(r" ([a-z0-9-]+)=model-in-image-pattern", commands)) == {CONTAINER}
 
