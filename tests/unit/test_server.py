@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from model_in_image.api.app import ModelServerApp
+from model_in_image.protocol import BoundedHttpToolsProtocol
 from model_in_image.server import app_from_env, prometheus_multiprocess_dir, uvicorn_config
 from model_in_image.settings import Settings
 
@@ -18,7 +19,9 @@ SettingsFactory = Callable[..., Settings]
 def test_single_process_config(make_settings: SettingsFactory) -> None:
     config = uvicorn_config(make_settings(port=8123, host="0.0.0.0"), multiprocess=False)
     assert config.loop == "uvloop"
-    assert config.http == "httptools"
+    assert config.http is BoundedHttpToolsProtocol
+    assert BoundedHttpToolsProtocol.request_timeout == 30.0
+    assert config.timeout_graceful_shutdown == 15
     assert config.access_log is False
     assert config.lifespan == "on"
     assert config.server_header is False
