@@ -31,12 +31,14 @@ RUN python3 -m venv /opt/uv \
 WORKDIR /model_in_image_pattern
 
 # 依存関係の層：uv.lock が変わらない限りキャッシュされる（train/dev/bench グループは入れない）。
-# 推論に使わないもの（各パッケージのテスト、ONNX Runtime のオフライン用ツール）は除く
+# 推論に使わないもの（各パッケージのテスト、ONNX Runtime のオフライン用ツールと C API 用の
+# libonnxruntime.so：Python のモジュールはこれを読み込まない、約 29 MB）は除く
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable \
     && site=$(.venv/bin/python3 -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
     && find "$site" -type d -name tests -prune -exec rm -rf {} + \
-    && rm -rf "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization "$site"/onnxruntime/tools
+    && rm -rf "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization "$site"/onnxruntime/tools \
+    && rm -f "$site"/onnxruntime/capi/libonnxruntime.so*
 
 # ---- builder：プロジェクトを非 editable で入れ、追加分だけを /stage に集める ----
 FROM deps AS builder
