@@ -15,10 +15,11 @@ from typing import Any
 import msgspec
 import numpy as np
 import orjson
+from numpy.typing import DTypeLike
 
 from model_in_image.errors import InvalidInputError, ModelLoadError, ModelServerError
 from model_in_image.modelcard import ModelCard
-from model_in_image.runtime import FloatArray, OnnxClassifier, model_sha256
+from model_in_image.runtime import SMALL_BATCH_ROWS, FloatArray, OnnxClassifier, model_sha256
 from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+RANGE_MESSAGE = "value must be a finite number within the float32 range"
+# これ以下の値の数なら範囲の検査を Python で行う（それより大きければ numpy がはるかに速い）
+SMALL_INPUT_VALUES = 64
 
 
 class PredictBody(msgspec.Struct):
@@ -78,9 +82,14 @@ class Limits:
 
 
 def validate_rows(
-    rows: Sequence[Sequence[float]], *, width: int, limits: Limits, loc: tuple[str | int, ...]
+    rows: Sequence[Sequence[float]],
+    *,
+    width: int,
+    limits: Limits,
+    loc: tuple[str | int, ...],
+    dtype: DTypeLike = np.float64,
 ) -> FloatArray:
-    """2 次元の行列を検証して float64 配列にする（空・幅違い・不揃い・範囲外を拒否）。"""
+    """2 次元の行列を検証して dtype の配列にする（空・幅違い・不揃い・範囲外を拒否）。"""
     if not rows:
         raise InvalidInputError.single(loc, "data must contain at least one row", "too_short")
     if len(rows) > limits.max_rows:
@@ -92,8 +101,22 @@ def validate_rows(
             raise InvalidInputError.single(
                 (*loc, i), f"row {i} has {len(row)} values; the model expects {width}"
             )
-    array = np.array(rows, dtype=np.float64)
-    return check_range(array, loc=loc)
+    if isinstance(rows, np.ndarray) or len(rows) * width > SMALL_INPUT_VALUES:
+        return check_range(np.array(rows, dtype=np.float64), loc=loc).astype(dtype, copy=False)
+    check_range_values(rows, loc=loc)
+    return np.array(rows, dtype=dtype)
+
+
+def check_range_values(rows: Sequence[Sequence[float]], *, loc: tuple[str | int, ...]) -> None:
+    """check_range と同じ規則を Python の値で確かめる（小さな入力用）。
+
+    numpy の ufunc を 1 回でも呼ぶと直後の ONNX Runtime の推論が 10 µs ほど遅くなるため、
+    小さな入力では numpy を使わない（docs/benchmarks.md）。NaN は比較が偽になり拒否される。
+    """
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                raise InvalidInputError.single((*loc, i, j), RANGE_MESSAGE)
 
 
 def check_range(array: FloatArray, *, loc: tuple[str | int, ...]) -> FloatArray:
@@ -102,9 +125,7 @@ def check_range(array: FloatArray, *, loc: tuple[str | int, ...]) -> FloatArray:
     if not (magnitude <= FLOAT32_MAX).all():  # NaN もここで拒否される
         flat = int(np.argmax(~(magnitude <= FLOAT32_MAX)))
         row, col = divmod(flat, array.shape[1])
-        raise InvalidInputError.single(
-            (*loc, row, col), "value must be a finite number within the float32 range"
-        )
+        raise InvalidInputError.single((*loc, row, col), RANGE_MESSAGE)
     return array
 
 
@@ -163,7 +184,13 @@ class InferenceService:
     def parse(self, body: bytes) -> FloatArray:
         """シード API のボディを検証済み配列にする。"""
         rows = decode_predict_body(body)
-        return validate_rows(rows, width=self.input_width, limits=self.limits, loc=("body", "data"))
+        return validate_rows(
+            rows,
+            width=self.input_width,
+            limits=self.limits,
+            loc=("body", "data"),
+            dtype=self.classifier.input_dtype,
+        )
 
     def predict(self, features: FloatArray) -> FloatArray:
         """検証済み配列を推論して確率 [N, C] を返す。"""
@@ -177,6 +204,9 @@ class InferenceService:
 
     def encode_proba(self, probabilities: FloatArray) -> bytes:
         """{"prediction": [...]}（1 行ならシードと同じ平らな形）。"""
+        if len(probabilities) <= SMALL_BATCH_ROWS:  # 小さな応答は numpy を通さない
+            rows = probabilities.tolist()  # float32 の値はそのまま float64 で表せる
+            return orjson.dumps({"prediction": rows[0] if len(rows) == 1 else rows})
         values = probabilities.astype(np.float64)
         payload = values[0] if len(values) == 1 else values
         return b'{"prediction":' + orjson.dumps(payload, option=_JSON_OPTS) + b"}"

@@ -20,6 +20,8 @@ from model_in_image.inference import (
     FLOAT32_MAX,
     InferenceService,
     Limits,
+    check_range,
+    check_range_values,
     decode_predict_body,
     validate_rows,
 )
@@ -198,3 +200,22 @@ def test_v2_infer_answers_or_client_error(
         length = response.header_length or len(response.body)
         outputs = json.loads(response.body[:length])["outputs"]
         assert {o["name"] for o in outputs} <= {"probabilities", "label"}
+
+
+@PROPERTY
+@given(data=st.lists(st.lists(numbers, min_size=WIDTH, max_size=WIDTH), min_size=1, max_size=4))
+def test_range_check_in_python_equals_the_numpy_one(data: list[list[float]]) -> None:
+    """小さな入力の範囲検査（Python）と大きな入力の検査（numpy）は同じ値を同じ位置で拒否する。"""
+    outcomes = []
+    for check in (
+        lambda: check_range_values(data, loc=("x",)),
+        lambda: check_range(np.array(data, dtype=np.float64), loc=("x",)),
+    ):
+        try:
+            check()
+        except InvalidInputError as exc:
+            outcomes.append(exc.errors[0]["loc"])
+        else:
+            outcomes.append(None)
+    python, numpy = outcomes
+    assert python == numpy

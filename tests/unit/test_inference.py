@@ -15,6 +15,7 @@ import pytest
 
 from model_in_image.errors import InvalidInputError, ModelLoadError, ModelServerError
 from model_in_image.inference import (
+    SMALL_INPUT_VALUES,
     InferenceService,
     Limits,
     build_service,
@@ -22,6 +23,7 @@ from model_in_image.inference import (
     validate_rows,
 )
 from model_in_image.modelcard import ModelCard
+from model_in_image.runtime import SMALL_BATCH_ROWS
 from model_in_image.settings import Settings
 
 from .conftest import ModelFiles
@@ -245,6 +247,39 @@ class TestResponses:
         assert labels == {"prediction": ["virginica", "setosa", "versicolor"]}
         proba = orjson.loads(service.predict_proba_json(body))["prediction"]
         assert [int(np.argmax(row)) for row in proba] == [2, 0, 1]
+
+
+class TestSmallAndLargeBatchesAgree:
+    """小さな入力は Python、大きな入力は numpy で処理する：どちらも同じ結果になる。"""
+
+    def test_encode_and_labels_cross_the_threshold(self, service: InferenceService) -> None:
+        species = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8]]
+        features = np.array(species * 10, dtype=np.float32)
+        proba = service.predict(features)
+        for n in (1, 2, SMALL_BATCH_ROWS, SMALL_BATCH_ROWS + 1, len(proba)):
+            part = proba[:n]
+            numpy_bytes = orjson.dumps(
+                part.astype(np.float64)[0] if n == 1 else part.astype(np.float64),
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+            assert service.encode_proba(part) == b'{"prediction":' + numpy_bytes + b"}"
+            expected = [service.classifier.labels[i] for i in part.argmax(axis=1)]
+            assert service.classifier.labels_of(part) == expected
+
+    def test_validate_rows_crosses_the_threshold(self) -> None:
+        row = [1.5, -2.0]
+        for n in (1, SMALL_INPUT_VALUES // 2, SMALL_INPUT_VALUES // 2 + 1):
+            limits = Limits(max_rows=n)
+            array = validate_rows([row] * n, width=2, limits=limits, loc=("data",))
+            np.testing.assert_array_equal(array, np.array([row] * n))
+            bad = [row] * (n - 1) + [[1.5, float("nan")]]
+            with pytest.raises(InvalidInputError) as info:
+                validate_rows(bad, width=2, limits=limits, loc=("data",))
+            assert info.value.errors[0]["loc"] == ["data", n - 1, 1]
+
+    def test_dtype_is_the_models(self) -> None:
+        array = validate_rows([[1, 2]], width=2, limits=LIMITS, loc=("data",), dtype=np.float32)
+        assert array.dtype == np.float32
 
 
 def test_invalid_input_error_without_errors() -> None:
