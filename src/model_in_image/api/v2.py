@@ -310,7 +310,13 @@ def features_of(
         if binary:
             raise _bad_request("the body has binary data but no input declares binary_data_size")
         rows = _json_rows(tensor, width)
-    return validate_rows(rows, width=width, limits=service.limits, loc=("inputs", 0, "data"))
+    return validate_rows(
+        rows,
+        width=width,
+        limits=service.limits,
+        loc=("inputs", 0, "data"),
+        dtype=service.classifier.input_dtype,
+    )
 
 
 def _binary_rows(
