@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from fastapi.testclient import TestClient
 
 from model_in_image.api.app import create_app
@@ -24,3 +26,12 @@ def test_metrics_disabled(make_settings: SettingsFactory) -> None:
         assert response.status_code == 404
         assert response.json() == {"detail": "metrics are disabled"}
         assert client.get("/health").status_code == 200
+
+
+def test_startup_freezes_the_heap(make_settings: SettingsFactory) -> None:
+    """起動後の長寿命オブジェクトは gc.freeze で完全 GC の対象から外れる。"""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(make_settings())) as client:
+        assert client.get("/health").status_code == 200
+        assert gc.get_freeze_count() > 10_000
