@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -23,6 +23,7 @@ from model_in_image.runtime import SMALL_BATCH_ROWS, FloatArray, OnnxClassifier,
 from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
@@ -206,7 +207,7 @@ class InferenceService:
         """{"prediction": [...]}（1 行ならシードと同じ平らな形）。"""
         if len(probabilities) <= SMALL_BATCH_ROWS:  # 小さな応答は numpy を通さない
             rows = probabilities.tolist()  # float32 の値はそのまま float64 で表せる
-            return orjson.dumps({"prediction": rows[0] if len(rows) == 1 else rows})
+            return orjson.dumps({"prediction": _flat_if_single(rows)})
         values = probabilities.astype(np.float64)
         payload = values[0] if len(values) == 1 else values
         return b'{"prediction":' + orjson.dumps(payload, option=_JSON_OPTS) + b"}"
@@ -214,7 +215,7 @@ class InferenceService:
     def encode_labels(self, probabilities: FloatArray) -> bytes:
         """{"prediction": "setosa"}（複数行ならリスト）。"""
         names = self.classifier.labels_of(probabilities)
-        return orjson.dumps({"prediction": names[0] if len(names) == 1 else names})
+        return orjson.dumps({"prediction": _flat_if_single(names)})
 
     def predict_proba_json(self, body: bytes) -> bytes:
         """POST /predict の処理。"""
@@ -225,8 +226,9 @@ class InferenceService:
         return self.encode_labels(self.predict(self.parse(body)))
 
 
-def _flat_if_single(rows: list[list[float]]) -> list[float] | list[list[float]]:
-    return rows[0] if len(rows) == 1 else rows
+def _flat_if_single(items: list[T]) -> T | list[T]:
+    """1 件ならその要素、複数ならリストのまま（シードの平らな形）。"""
+    return items[0] if len(items) == 1 else items
 
 
 def build_service(settings: Settings) -> InferenceService:
