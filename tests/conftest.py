@@ -4,40 +4,29 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from model_in_image.api.app import create_app
-from model_in_image.inference import InferenceService, build_service
+from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.settings import Settings
+from support.apps import SettingsFactory
+from support.env import clear_settings_env
+from support.paths import MODELS_DIR, REFERENCE_DIR
 
 with warnings.catch_warnings():
     # starlette は httpx2 を推奨する（httpx でも動く）：import 時の警告だけを抑える
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette\.testclient`")
     from fastapi.testclient import TestClient
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = REPO_ROOT / "models"
-REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
-SETTINGS_ENV = tuple(name.upper() for name in Settings.model_fields)
-
-SettingsFactory = Callable[..., Settings]
-
-
-def _clear_settings_env(mp: pytest.MonkeyPatch) -> None:
-    """設定に効く環境変数を消す（テスト後に元へ戻る）。"""
-    for name in SETTINGS_ENV:
-        mp.setenv(name, "")
-        mp.delenv(name)
-
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """外の環境変数に左右されないようにする。"""
-    _clear_settings_env(monkeypatch)
+    clear_settings_env(monkeypatch)
     return monkeypatch
 
 
@@ -90,11 +79,11 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def service(model_path: Path, label_path: Path) -> InferenceService:
-    """同梱モデルから作ったサービス（セッションで共有。変更しないこと）。"""
+def dataplane(model_path: Path, label_path: Path) -> DataPlane:
+    """同梱モデルから作ったデータプレーン（セッションで共有。変更しないこと）。"""
     with pytest.MonkeyPatch.context() as mp:
-        _clear_settings_env(mp)
-        return build_service(_make_settings(model_path, label_path, {}))
+        clear_settings_env(mp)
+        return load_dataplane(_make_settings(model_path, label_path, {}))
 
 
 @pytest.fixture

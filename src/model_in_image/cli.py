@@ -17,8 +17,9 @@ import orjson
 from pydantic import ValidationError
 
 from model_in_image import __version__
+from model_in_image.codecs.seed import encode_metadata
+from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import ModelServerError
-from model_in_image.inference import InferenceService, build_service, validate_rows
 from model_in_image.logconfig import logging_config
 from model_in_image.settings import Settings
 
@@ -72,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from model_in_image.server import serve
 
             return serve(settings)
-        service = build_service(settings)
+        dataplane = load_dataplane(settings)
         if args.command == "info":
-            return _info(service)
-        return _predict(service, args.input, args.format, labels=args.labels)
+            return _info(dataplane)
+        return _predict(dataplane, args.input, args.format, labels=args.labels)
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -92,10 +93,10 @@ def _train(output_dir: Path, seed: int) -> int:
     return 0
 
 
-def _info(service: InferenceService) -> int:
-    sig = service.classifier.signature
+def _info(dataplane: DataPlane) -> int:
+    sig = dataplane.classifier.signature
     info: dict[str, Any] = {
-        "metadata": service.metadata,
+        "metadata": orjson.loads(encode_metadata(dataplane)),
         "signature": {
             "input_name": sig.input_name,
             "input_type": sig.input_type,
@@ -105,7 +106,7 @@ def _info(service: InferenceService) -> int:
             "output_kind": sig.output_kind.value,
             "num_classes": sig.num_classes,
         },
-        "model_card": service.card.model_dump() if service.card else None,
+        "model_card": dataplane.card.model_dump() if dataplane.card else None,
     }
     print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
     return 0
@@ -145,19 +146,15 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _predict(service: InferenceService, source: str, fmt: str, *, labels: bool) -> int:
+def _predict(dataplane: DataPlane, source: str, fmt: str, *, labels: bool) -> int:
     rows, where = _read_rows(source, fmt)
     for row in rows:
         for value in row:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ModelServerError(f"{where}: every value must be a number, got {value!r}", 400)
-    features = validate_rows(rows, width=service.input_width, limits=service.limits, loc=(where,))
-    probabilities = service.predict(features)
-    out = (
-        service.classifier.labels_of(probabilities)
-        if labels
-        else probabilities.astype(float).tolist()
-    )
+    features = dataplane.validate(rows, loc=(where,))
+    probabilities = dataplane.predict(features)
+    out = dataplane.labels_of(probabilities) if labels else probabilities.astype(float).tolist()
     for item in out:
         sys.stdout.write(orjson.dumps(item).decode() + "\n")
     return 0

@@ -13,10 +13,14 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from model_in_image.api.app import create_app
-from model_in_image.inference import build_service
+from model_in_image.dataplane import load_dataplane
 from model_in_image.logconfig import logging_config
-from model_in_image.protocol import BoundedHttpToolsProtocol
 from model_in_image.settings import Settings
+from model_in_image.transport.connection import (
+    ConnectionLimits,
+    GuardedHttpToolsProtocol,
+    ServerConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,23 +29,21 @@ STARTUP_FAILURE = 3
 
 def app_from_env() -> object:
     """ワーカープロセス用のファクトリ（環境変数から設定を読む）。"""
-    settings = Settings()
-    BoundedHttpToolsProtocol.request_timeout = settings.request_timeout_seconds
-    return create_app(settings)
+    return create_app(Settings())
 
 
-def uvicorn_config(settings: Settings, *, multiprocess: bool) -> uvicorn.Config:
-    """設定から uvicorn.Config を作る。"""
+def uvicorn_config(settings: Settings, *, multiprocess: bool) -> ServerConfig:
+    """設定から uvicorn の設定を作る（接続の上限も config で各接続に届く）。"""
     app: object = "model_in_image.server:app_from_env" if multiprocess else create_app(settings)
-    BoundedHttpToolsProtocol.request_timeout = settings.request_timeout_seconds
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+    return ServerConfig(
+        app,
+        limits=ConnectionLimits(request_timeout=settings.request_timeout_seconds),
         factory=multiprocess,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http=BoundedHttpToolsProtocol,
+        http=GuardedHttpToolsProtocol,
         lifespan="on",
         log_config=logging_config(
             settings.log_level, settings.log_format, access_log=settings.access_log
@@ -65,7 +67,7 @@ def serve(settings: Settings) -> int:
         server.run()
         return 0 if server.started else STARTUP_FAILURE
     config.configure_logging()
-    build_service(settings)  # ワーカーを起動する前に一度検証して即座に失敗させる
+    load_dataplane(settings)  # ワーカーを起動する前に一度検証して即座に失敗させる
     with prometheus_multiprocess_dir():
         Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0

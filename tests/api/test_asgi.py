@@ -1,4 +1,4 @@
-"""高速経路を ASGI で直接呼ぶ：分割されたボディ・切断・SIGTERM でのドレイン。"""
+"""ディスパッチャを ASGI で直接呼ぶ：分割されたボディ・切断・SIGTERM でのドレイン。"""
 
 from __future__ import annotations
 
@@ -12,18 +12,15 @@ import orjson
 import pytest
 
 from model_in_image.api.app import install_drain_handler
-from model_in_image.api.hotpath import (
-    ClientDisconnectedError,
-    HotRoute,
-    read_body,
-    run_hot_route,
-)
-from model_in_image.api.routes import predict_label
-from model_in_image.api.state import ServerState
-from model_in_image.inference import InferenceService
+from model_in_image.api.seed.endpoints import SeedAPI
+from model_in_image.dataplane import DataPlane
+from model_in_image.state import ServerState
+from model_in_image.transport.dispatcher import Dispatcher
+from model_in_image.transport.http import ClientDisconnectedError, Request
+from model_in_image.transport.routing import NO_PARAMS
 
 Message = MutableMapping[str, Any]
-ROUTE = HotRoute("POST", "/predict/label", predict_label, reads_body=True)
+MODEL = "iris_svc"
 
 
 def _scope(headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
@@ -51,45 +48,61 @@ def _chunks(body: bytes, size: int) -> list[Message]:
     return [*messages, {"type": "http.request", "body": b"", "more_body": False}]
 
 
+def _loaded(dataplane: DataPlane) -> ServerState:
+    return ServerState(model_name=MODEL, dataplane=dataplane)
+
+
 def _run(
     state: ServerState, messages: list[Message], max_body: int = 4096
 ) -> tuple[int, list[Message]]:
+    """POST /predict/label のルートをディスパッチャの handle() で実行する。"""
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    status = asyncio.run(run_hot_route(ROUTE, state, max_body, _scope(), _receiver(messages), send))
+    seed = SeedAPI(state)
+    (route,) = [r for r in seed.routes() if r.path == "/predict/label"]
+    dispatcher = Dispatcher([route], fallback=_unreachable, max_body=max_body)
+    status = asyncio.run(dispatcher.handle(route, NO_PARAMS, _scope(), _receiver(messages), send))
     return status, sent
+
+
+async def _unreachable(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the fallback must not be called")
+
+
+def _read_body(scope: dict[str, Any], receive: Any, max_body: int) -> bytes:
+    return asyncio.run(Request(scope, receive, NO_PARAMS, max_body).body())
 
 
 BODY = b'{"data": [[5.1, 3.5, 1.4, 0.2], [6.3, 2.9, 5.6, 1.8]]}'
 
 
-def test_streamed_body_is_joined(service: InferenceService) -> None:
-    status, sent = _run(ServerState(service=service), _chunks(BODY, 7))
+def test_streamed_body_is_joined(dataplane: DataPlane) -> None:
+    status, sent = _run(_loaded(dataplane), _chunks(BODY, 7))
     assert status == 200
     assert sent[0]["status"] == 200
     assert (b"content-type", b"application/json") in sent[0]["headers"]
     assert orjson.loads(sent[1]["body"]) == {"prediction": ["setosa", "virginica"]}
 
 
-def test_streamed_body_over_the_limit_stops_early(service: InferenceService) -> None:
+def test_streamed_body_over_the_limit_stops_early(dataplane: DataPlane) -> None:
     body = b'{"data": [' + b"[5.1, 3.5, 1.4, 0.2]," * 100 + b"[5.1, 3.5, 1.4, 0.2]]}"
     messages = _chunks(body, 512)
-    status, sent = _run(ServerState(service=service), messages, max_body=1024)
+    status, sent = _run(_loaded(dataplane), messages, max_body=1024)
     assert status == 413
     assert orjson.loads(sent[1]["body"]) == {
         "detail": "request body exceeds the limit of 1024 bytes"
     }
 
 
-def test_client_disconnect_sends_nothing(service: InferenceService) -> None:
+def test_client_disconnect_sends_nothing(dataplane: DataPlane) -> None:
     messages: list[Message] = [
         {"type": "http.request", "body": BODY[:10], "more_body": True},
         {"type": "http.disconnect"},
     ]
-    status, sent = _run(ServerState(service=service), messages)
+    status, sent = _run(_loaded(dataplane), messages)
     assert status == 499
     assert sent == []
 
@@ -99,7 +112,7 @@ def test_read_body_raises_on_disconnect() -> None:
         [{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}]
     )
     with pytest.raises(ClientDisconnectedError):
-        asyncio.run(read_body(_scope(), receive, 1024))
+        _read_body(_scope(), receive, 1024)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +122,7 @@ def test_read_body_raises_on_disconnect() -> None:
 def test_json_media_types(content_type: bytes) -> None:
     scope = _scope([(b"content-type", content_type)])
     receive = _receiver([{"type": "http.request", "body": b"{}"}])
-    assert asyncio.run(read_body(scope, receive, 1024)) == b"{}"
+    assert _read_body(scope, receive, 1024) == b"{}"
 
 
 @pytest.fixture
@@ -129,7 +142,7 @@ def sigterm() -> Iterator[list[int]]:
 
 
 def test_sigterm_drains_then_forwards(sigterm: list[int]) -> None:
-    state = ServerState()
+    state = ServerState(model_name=MODEL)
     before = signal.getsignal(signal.SIGTERM)
 
     async def scenario() -> None:
@@ -153,7 +166,7 @@ def test_sigterm_drains_then_forwards(sigterm: list[int]) -> None:
 def test_drain_handler_is_a_no_op_off_the_main_thread() -> None:
     import threading
 
-    state = ServerState()
+    state = ServerState(model_name=MODEL)
     before = signal.getsignal(signal.SIGTERM)
     result: list[Any] = []
 

@@ -11,10 +11,10 @@ import hypothesis.strategies as st
 import pytest
 from fastapi.testclient import TestClient
 
-from .conftest import AppFactory, SpyClassifier
+from support.apps import AppFactory, SpyClassifier
+from support.samples import JSON
 
 ENDPOINTS = ["/predict", "/predict/label"]
-JSON = {"content-type": "application/json"}
 ROW = "[5.1, 3.5, 1.4, 0.2]"
 
 # (id, ボディ, ステータス, 422 の loc の先頭)

@@ -10,8 +10,7 @@ from fastapi.testclient import TestClient
 
 from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.errors import ModelLoadError
-
-from .conftest import AppFactory, SettingsFactory
+from support.apps import AppFactory, SettingsFactory
 
 SETOSA = {"data": [[5.1, 3.5, 1.4, 0.2]]}
 

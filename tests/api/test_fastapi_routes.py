@@ -8,8 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model_in_image.api.app import create_app
-
-from .conftest import SettingsFactory
+from support.apps import SettingsFactory
 
 # (メソッド, パス, ボディ, Content-Type)
 CASES = [

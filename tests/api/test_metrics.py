@@ -7,8 +7,7 @@ import gc
 from fastapi.testclient import TestClient
 
 from model_in_image.api.app import create_app
-
-from .conftest import SettingsFactory
+from support.apps import SettingsFactory
 
 
 def test_metrics_count_requests(client: TestClient) -> None:

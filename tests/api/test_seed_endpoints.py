@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-SETOSA = [5.1, 3.5, 1.4, 0.2]
+from support.samples import SETOSA
+
 VERSICOLOR = [5.9, 3.0, 4.2, 1.5]
 VIRGINICA = [6.3, 2.9, 5.6, 1.8]
 LABELS = {"0": "setosa", "1": "versicolor", "2": "virginica"}

@@ -11,19 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from v2.live_server import LiveServer, running_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from support.browser import CHROMIUM
+from support.servers import LiveServer, running_server
 
 
 @pytest.fixture(scope="module")

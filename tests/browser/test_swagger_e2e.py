@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from v2.live_server import REPO_ROOT, LiveServer
-
-from .conftest import CHROMIUM_ARGS
+from support.browser import CHROMIUM_ARGS
+from support.paths import REPO_ROOT
+from support.servers import LiveServer
 
 pytestmark = pytest.mark.browser
 

@@ -13,8 +13,8 @@ import pytest
 from model_in_image.cli import main
 from model_in_image.modelcard import ModelCard
 from model_in_image.runtime import sha256_of
+from support.samples import SETOSA
 
-SETOSA = [5.1, 3.5, 1.4, 0.2]
 VERSICOLOR = [5.9, 3.0, 4.2, 1.5]
 VIRGINICA = [6.3, 2.9, 5.6, 1.8]
 CSV_ROWS = "5.1,3.5,1.4,0.2\n5.9,3.0,4.2,1.5\n6.3,2.9,5.6,1.8\n"

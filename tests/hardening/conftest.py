@@ -6,11 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from v2.live_server import LiveServer, running_server
-
-SETOSA = [5.1, 3.5, 1.4, 0.2]
-PREDICT_BODY = b'{"data": [[5.1, 3.5, 1.4, 0.2]]}'
-JSON = {"content-type": "application/json"}
+from support.servers import LiveServer, running_server
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from v2.live_server import LiveServer, start_server
-
-from .conftest import JSON, PREDICT_BODY
+from support.samples import JSON, PREDICT_BODY
+from support.servers import LiveServer, start_server
 
 DRAIN = 1.0
 LOAD_THREADS = 4

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from v2.live_server import HOST, LiveServer
-
-from .conftest import JSON, PREDICT_BODY
+from support.net import HOST
+from support.samples import JSON, PREDICT_BODY, V2_INFER
+from support.servers import LiveServer
 
 MAX_BODY = 1_048_576  # 既定の MAX_BODY_BYTES
 DEEP = 100_000
-V2_INFER = "/v2/models/iris_svc/infer"
 V2_PREFIX = b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": '
 POST_PATHS = ["/predict", "/predict/label", V2_INFER]
 

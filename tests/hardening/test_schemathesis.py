@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from v2.live_server import LiveServer
+from support.servers import LiveServer
 
 MAX_TIME = 30
 HARD_TIMEOUT = 90

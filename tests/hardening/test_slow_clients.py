@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from v2.live_server import HOST, LiveServer, start_server
-
-from .conftest import PREDICT_BODY
+from support.net import HOST
+from support.samples import PREDICT_BODY
+from support.servers import LiveServer, start_server
 
 KEEP_ALIVE = 2.0  # conftest の TIMEOUT_KEEP_ALIVE と REQUEST_TIMEOUT_SECONDS
 GRACE = 3.0

@@ -19,7 +19,8 @@ import numpy as np
 import orjson
 import pytest
 
-from v2.live_server import LiveServer, start_server
+from support.samples import JSON, V2_INFER
+from support.servers import LiveServer, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +28,6 @@ SOAK_SECONDS = float(os.environ.get("MII_SOAK_SECONDS", "60"))
 WARMUP_SECONDS = 5.0
 THREADS = 2
 RSS_GROWTH_LIMIT_KB = 20 * 1024
-JSON = {"content-type": "application/json"}
-V2_INFER = "/v2/models/iris_svc/infer"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8]]
 
 Request = Callable[[httpx.Client, random.Random], httpx.Response]

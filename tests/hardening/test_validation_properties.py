@@ -14,17 +14,17 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from model_in_image.api import v2
-from model_in_image.errors import InvalidInputError, ModelServerError
-from model_in_image.inference import (
+from model_in_image.api.v2.endpoints import infer
+from model_in_image.codecs import seed
+from model_in_image.dataplane import (
     FLOAT32_MAX,
-    InferenceService,
+    DataPlane,
     Limits,
     check_range,
     check_range_values,
-    decode_predict_body,
     validate_rows,
 )
+from model_in_image.errors import InvalidInputError, ModelServerError
 
 MAX_ROWS = 3
 WIDTH = 4
@@ -77,15 +77,15 @@ def predict_bodies(draw: st.DrawFn) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def small_service(service: InferenceService) -> InferenceService:
-    """上限 3 行のサービス（上限の境界も試す）。"""
-    return dataclasses.replace(service, limits=Limits(max_rows=MAX_ROWS))
+def small_dataplane(dataplane: DataPlane) -> DataPlane:
+    """上限 3 行のデータプレーン（上限の境界も試す）。"""
+    return dataclasses.replace(dataplane, limits=Limits(max_rows=MAX_ROWS))
 
 
-def assert_valid_features(array: Any) -> None:
+def assert_valid_features(array: Any, dtype: Any = np.float64) -> None:
     """検証を通った配列の性質。"""
     assert isinstance(array, np.ndarray)
-    assert array.dtype == np.float64
+    assert array.dtype == dtype
     assert array.ndim == 2
     assert array.shape[1] == WIDTH
     assert 1 <= array.shape[0] <= MAX_ROWS
@@ -108,22 +108,20 @@ def assert_client_error(exc: ModelServerError) -> None:
 @example(body=b'{"extra": ' + b"[" * 2000 + b"]" * 2000 + b', "data": [[1, 2, 3, 4]]}')
 @example(body='{"data": [[5.1, 3.5, 1.4, "\udcff"]]}'.encode("utf-8", "surrogatepass"))
 @example(body=b'{"data": [[5.1, 3.5, 1.4, 0.2]]}\xff')
-def test_parse_returns_features_or_client_error(
-    small_service: InferenceService, body: bytes
-) -> None:
+def test_parse_returns_features_or_client_error(small_dataplane: DataPlane, body: bytes) -> None:
     try:
-        features = small_service.parse(body)
+        features = small_dataplane.validate(seed.decode_rows(body), loc=("body", "data"))
     except ModelServerError as exc:
         assert_client_error(exc)
     else:
-        assert_valid_features(features)
+        assert_valid_features(features, small_dataplane.classifier.input_dtype)
 
 
 @PROPERTY
 @given(body=predict_bodies())
-def test_decode_predict_body_types_or_client_error(body: bytes) -> None:
+def test_decode_rows_types_or_client_error(body: bytes) -> None:
     try:
-        decoded = decode_predict_body(body)
+        decoded = seed.decode_rows(body)
     except ModelServerError as exc:
         assert_client_error(exc)
     else:
@@ -188,17 +186,15 @@ def v2_requests(draw: st.DrawFn) -> tuple[bytes, int | None]:
 )
 @example(request=(b'{"inputs": [], "x": ' + b"[" * DEEP, None))
 def test_v2_infer_answers_or_client_error(
-    small_service: InferenceService, request: tuple[bytes, int | None]
+    small_dataplane: DataPlane, request: tuple[bytes, int | None]
 ) -> None:
     body, header_length = request
     try:
-        response = v2.infer(small_service, "iris_svc", body, header_length)
+        response = infer(small_dataplane, body, header_length)
     except ModelServerError as exc:
         assert_client_error(exc)
     else:
-        assert response.status == 200
-        length = response.header_length or len(response.body)
-        outputs = json.loads(response.body[:length])["outputs"]
+        outputs = json.loads(response.json_part)["outputs"]
         assert {o["name"] for o in outputs} <= {"probabilities", "label"}
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.client
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +13,19 @@ from typing import Any, cast
 
 import pytest
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 
-from model_in_image.api.app import create_app
-from model_in_image.api.routes import HOT_ROUTES
-from model_in_image.api.state import ServerState
+from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.settings import Settings
+from support.env import SETTINGS_ENV, without_settings
+from support.net import free_port, get_status, wait_for
+from support.paths import LABEL_FILE, MODEL_FILE
 
 from . import load_client
 from .manifests import ROOT, TUTORIAL_IMAGE, Obj, container, env_values, only, pod_spec
 
 pytestmark = pytest.mark.k8s
 
-SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKER_MK = ROOT / "mk" / "docker.mk"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -40,17 +38,25 @@ def probe_paths(objects: list[Obj]) -> set[str]:
     return {ctr[kind]["httpGet"]["path"] for kind in PROBES}
 
 
-def handler_for(path: str) -> Any:
-    """高速経路のハンドラ（GET）。"""
-    (route,) = [r for r in HOT_ROUTES if r.path == path and r.method == "GET"]
-    return route.handler
+def served_gets() -> set[str]:
+    """ディスパッチャのルート表にある GET のパス。"""
+    app = create_app(Settings())
+    return {r.path for r in app.dispatcher.router.routes if r.method == "GET"}
+
+
+def status_of(path: str, *, loaded: bool, draining: bool = False) -> int:
+    """状態を与えたアプリ（ライフスパンは実行しない）に GET したステータス。"""
+    app: ModelServerApp = create_app(Settings())
+    app.state.dataplane = cast(Any, object()) if loaded else None
+    app.state.draining = draining
+    return TestClient(app).get(path).status_code
 
 
 # --- プローブのパスは実在するルート ---------------------------------------------
 
 
-def test_probe_paths_are_hot_routes(rendered: dict[str, list[Obj]]) -> None:
-    served = {r.path for r in HOT_ROUTES if r.method == "GET"}
+def test_probe_paths_are_dispatched_routes(rendered: dict[str, list[Obj]]) -> None:
+    served = served_gets()
     for objects in rendered.values():
         assert probe_paths(objects) <= served
 
@@ -67,7 +73,7 @@ def test_probe_paths_are_fastapi_routes(rendered: dict[str, list[Obj]]) -> None:
 
 
 def test_scrape_annotation_points_at_a_real_route(rendered: dict[str, list[Obj]]) -> None:
-    served = {r.path for r in HOT_ROUTES if r.method == "GET"}
+    served = served_gets()
     for objects in rendered.values():
         annotations = only(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/path"] in served
@@ -76,19 +82,19 @@ def test_scrape_annotation_points_at_a_real_route(rendered: dict[str, list[Obj]]
 
 
 def test_readiness_means_loaded_and_not_draining(rendered: dict[str, list[Obj]]) -> None:
-    ready = handler_for(container(rendered["production"])["readinessProbe"]["httpGet"]["path"])
-    model = cast(Any, object())
-    assert ready(ServerState(), b"")[0] == 503
-    assert ready(ServerState(service=model), b"")[0] == 200
-    assert ready(ServerState(service=model, draining=True), b"")[0] == 503
+    ready = container(rendered["production"])["readinessProbe"]["httpGet"]["path"]
+    assert status_of(ready, loaded=False) == 503
+    assert status_of(ready, loaded=True) == 200
+    assert status_of(ready, loaded=True, draining=True) == 503
 
 
 @pytest.mark.parametrize("kind", ["livenessProbe", "startupProbe"])
 def test_liveness_only_means_responsive(rendered: dict[str, list[Obj]], kind: str) -> None:
-    alive = handler_for(container(rendered["production"])[kind]["httpGet"]["path"])
-    model = cast(Any, object())
-    for state in (ServerState(), ServerState(service=model, draining=True)):
-        assert alive(state, b"")[0] == 200  # 終了処理中に再起動させない
+    alive = container(rendered["production"])[kind]["httpGet"]["path"]
+    for loaded, draining in ((False, False), (True, True)):
+        assert (
+            status_of(alive, loaded=loaded, draining=draining) == 200
+        )  # 終了処理中に再起動させない
 
 
 # --- 環境変数は Settings が読むもの --------------------------------------------
@@ -177,49 +183,16 @@ def test_make_image_builds_the_tag_the_local_overlays_run() -> None:
 # --- Pod の環境変数でサーバーを実際に起動し、kubelet と同じ順で止める ---------------
 
 
-def free_port() -> int:
-    """空いている TCP ポート。"""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def get_status(port: int, path: str) -> int:
-    """GET してステータスを返す（接続できなければ 0）。"""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
-
-
-def wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
-    """check() が真になるまで待つ（プロセスが死んだら即失敗）。"""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        assert proc.poll() is None, f"server exited ({proc.returncode}) while waiting for {what}"
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture
 def pod_server(rendered: dict[str, list[Obj]], tmp_path: Path) -> Iterator[tuple[Any, ...]]:
     """minikube の Pod と同じ環境変数でサーバーを起動する（パスとポートだけ差し替え）。"""
     objects = rendered["minikube"]
-    env = {k: v for k, v in os.environ.items() if k.upper() not in SETTINGS_ENV}
+    env = without_settings()
     env.update(env_values(container(objects)))
     port = free_port()
     env.update(
-        MODEL_FILEPATH=str(ROOT / "models" / "iris_svc.onnx"),
-        LABEL_FILEPATH=str(ROOT / "models" / "label.json"),
+        MODEL_FILEPATH=str(MODEL_FILE),
+        LABEL_FILEPATH=str(LABEL_FILE),
         HOST="127.0.0.1",
         PORT=str(port),
     )

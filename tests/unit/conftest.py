@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from model_in_image.training import TrainResult, train
-
-IRIS_LABELS = {"0": "setosa", "1": "versicolor", "2": "virginica"}
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """tmp に書き出したモデルとラベル。"""
-
-    model: Path
-    labels: Path
-    estimator: Any = None
-
-
-def write_labels(path: Path, labels: Any) -> Path:
-    """ラベルファイルを書く（不正な内容もそのまま書ける）。"""
-    path.write_text(json.dumps(labels), encoding="utf-8")
-    return path
-
-
-def export_onnx(estimator: Any, sample: np.ndarray[Any, Any], *, zipmap: bool) -> bytes:
-    """skl2onnx で書き出す（skl2onnx 自身の FutureWarning だけを抑える）。"""
-    from skl2onnx import to_onnx
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Attribute `prob[AB]_` was deprecated")
-        onx = to_onnx(
-            estimator,
-            sample,
-            options={id(estimator): {"zipmap": zipmap}},
-            target_opset={"": 17, "ai.onnx.ml": 3},
-        )
-    return onx.SerializeToString()  # type: ignore[no-any-return]
+from support.models import ModelFiles, export_onnx, write_labels
+from support.samples import IRIS_LABELS
 
 
 @pytest.fixture(scope="session")

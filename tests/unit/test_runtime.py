@@ -13,8 +13,8 @@ import pytest
 
 from model_in_image.errors import ModelLoadError
 from model_in_image.runtime import OnnxClassifier, OutputKind, load_labels, session_options
-
-from .conftest import IRIS_LABELS, ModelFiles, write_labels
+from support.models import ModelFiles, write_labels
+from support.samples import IRIS_LABELS
 
 SPECIES_ROWS = np.array(
     [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8]], dtype=np.float32

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import pickle
 from pathlib import Path
 
 import pytest
 
 from model_in_image.api.app import ModelServerApp
-from model_in_image.protocol import BoundedHttpToolsProtocol
 from model_in_image.server import app_from_env, prometheus_multiprocess_dir, uvicorn_config
-from model_in_image.settings import Settings
-
-SettingsFactory = Callable[..., Settings]
+from model_in_image.transport.connection import GuardedHttpToolsProtocol, ServerConfig
+from support.apps import SettingsFactory
 
 
 def test_single_process_config(make_settings: SettingsFactory) -> None:
     config = uvicorn_config(make_settings(port=8123, host="0.0.0.0"), multiprocess=False)
     assert config.loop == "uvloop"
-    assert config.http is BoundedHttpToolsProtocol
-    assert BoundedHttpToolsProtocol.request_timeout == 30.0
+    assert config.http is GuardedHttpToolsProtocol
+    assert isinstance(config, ServerConfig)
+    assert config.limits.request_timeout == 30.0
     assert config.timeout_graceful_shutdown == 15
     assert config.access_log is False
     assert config.lifespan == "on"
@@ -33,13 +32,18 @@ def test_single_process_config(make_settings: SettingsFactory) -> None:
 
 
 def test_multiprocess_config_uses_the_factory(make_settings: SettingsFactory) -> None:
-    config = uvicorn_config(make_settings(workers=2, access_log=True), multiprocess=True)
+    settings = make_settings(workers=2, access_log=True, request_timeout_seconds=7)
+    config = uvicorn_config(settings, multiprocess=True)
     assert config.app == "model_in_image.server:app_from_env"
     assert config.factory is True
     assert config.workers == 2
     assert config.access_log is True
     assert isinstance(config.log_config, dict)
     assert config.log_config["loggers"]["uvicorn.access"]["level"] == "INFO"
+    # ワーカーへは config ごと渡る（接続の上限もクラス属性ではなく config にある）
+    assert isinstance(config, ServerConfig)
+    assert pickle.loads(pickle.dumps(config.limits)) == config.limits
+    assert config.limits.request_timeout == 7
 
 
 def test_app_from_env(clean_env: pytest.MonkeyPatch, model_path: Path, label_path: Path) -> None:

@@ -9,14 +9,7 @@ from fastapi.testclient import TestClient
 
 from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.settings import Settings
-
-from .live_server import LiveServer, running_server
-
-MODEL = "iris_svc"
-SETOSA = [5.1, 3.5, 1.4, 0.2]
-VERSICOLOR = [5.9, 3.0, 4.2, 1.5]
-VIRGINICA = [6.3, 2.9, 5.6, 1.8]
-SPECIES = [(SETOSA, "setosa"), (VERSICOLOR, "versicolor"), (VIRGINICA, "virginica")]
+from support.servers import LiveServer, running_server
 
 
 @pytest.fixture(scope="module")

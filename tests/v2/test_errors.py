@@ -10,11 +10,9 @@ from fastapi.testclient import TestClient
 
 from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.settings import Settings
-
-from .conftest import MODEL, SETOSA
-from .test_protocol import HEADER, INFER, infer_body
-
-JSON = {"content-type": "application/json"}
+from support.samples import JSON, MODEL, SETOSA
+from support.samples import V2_INFER as INFER
+from support.v2 import HEADER, infer_body
 
 
 def tensor(**fields: Any) -> dict[str, Any]:
@@ -211,12 +209,12 @@ def test_model_fault_is_500_without_details(
 ) -> None:
     app = client.app
     assert isinstance(app, ModelServerApp)
-    assert app.state.service is not None
+    assert app.state.dataplane is not None
 
     def broken(_features: Any) -> Any:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(app.state.service.classifier, "predict_proba", broken)
+    monkeypatch.setattr(app.state.dataplane.classifier, "predict_proba", broken)
     response = client.post(INFER, json=infer_body(SETOSA))
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error"}

@@ -11,18 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model_in_image.api.app import ModelServerApp, create_app
-from model_in_image.inference import InferenceService
-
-from .conftest import MODEL, SETOSA, SPECIES
-
-INFER = f"/v2/models/{MODEL}/infer"
-HEADER = "Inference-Header-Content-Length"
-
-
-def infer_body(data: Any, shape: list[int] | None = None, **extra: Any) -> dict[str, Any]:
-    """FP32 の入力 1 つのリクエスト。"""
-    tensor = {"name": "input", "shape": shape or [1, 4], "datatype": "FP32", "data": data}
-    return {"inputs": [tensor], **extra}
+from model_in_image.dataplane import DataPlane
+from support.samples import MODEL, SETOSA, SPECIES
+from support.samples import V2_INFER as INFER
+from support.v2 import HEADER, infer_body
 
 
 def binary_request(rows: np.ndarray, **extra: Any) -> tuple[bytes, dict[str, str]]:
@@ -66,9 +58,9 @@ def test_get_endpoints_answer_json(client: TestClient, path: str) -> None:
     assert response.headers["content-type"] == "application/json"
 
 
-def test_model_metadata_derived_from_model(client: TestClient, service: InferenceService) -> None:
+def test_model_metadata_derived_from_model(client: TestClient, dataplane: DataPlane) -> None:
     body = client.get(f"/v2/models/{MODEL}").json()
-    sig = service.classifier.signature
+    sig = dataplane.classifier.signature
     assert body["inputs"] == [{"name": sig.input_name, "datatype": "FP32", "shape": [-1, 4]}]
     assert body["outputs"][0] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}
 

@@ -10,8 +10,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from .conftest import MODEL, SPECIES
-from .live_server import LiveServer
+from support.samples import MODEL, SPECIES
+from support.servers import LiveServer
 
 ROWS = np.array([row for row, _ in SPECIES], dtype=np.float32)
 LABELS = [label for _, label in SPECIES]

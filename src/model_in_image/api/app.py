@@ -1,4 +1,8 @@
-"""アプリの組み立て：create_app(settings, service=None) が ASGI アプリを返す。"""
+"""アプリの組み立て：create_app(settings, dataplane=None) が ASGI アプリを返す。
+
+リクエストの経路は 1 つ：ModelServerApp（ライフスパン）→ Dispatcher（ルート表）→ 各 API の
+ハンドラ → DataPlane → OnnxClassifier。表にない /docs・/openapi.json だけが FastAPI に進む。
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,16 @@ from starlette.types import Receive, Scope, Send
 
 from model_in_image import __version__
 from model_in_image.api.docs import register_docs
-from model_in_image.api.hotpath import HotPathDispatcher
-from model_in_image.api.routes import HOT_ROUTES, register_hot_routes
-from model_in_image.api.state import ServerState
-from model_in_image.api.v2 import V2Dispatcher, register_v2_routes, v2_hot_routes
+from model_in_image.api.openapi import register_routes
+from model_in_image.api.probes import Probes
+from model_in_image.api.seed.endpoints import SeedAPI
+from model_in_image.api.v2.endpoints import V2API
+from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import ModelServerError
-from model_in_image.inference import InferenceService, build_service
 from model_in_image.metrics import Metrics
 from model_in_image.settings import Settings
+from model_in_image.state import ServerState
+from model_in_image.transport.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -33,41 +39,44 @@ SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class ModelServerApp:
-    """最外層の ASGI アプリ：ライフスパン（モデルの読み込み）と高速経路 + FastAPI。"""
+    """最外層の ASGI アプリ：ライフスパン（モデルの読み込み）とディスパッチャ。"""
 
     def __init__(
         self,
         settings: Settings,
         state: ServerState,
+        dispatcher: Dispatcher,
         api: FastAPI,
-        service: InferenceService | None = None,
+        preparers: list[Callable[[DataPlane], None]],
+        dataplane: DataPlane | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
+        self.dispatcher = dispatcher
         self.api = api
-        self._preloaded = service
+        self._preparers = preparers
+        self._preloaded = dataplane
         self._restore_signal: Callable[[], None] = lambda: None
         self._flush_timer: asyncio.TimerHandle | None = None
-        routes = [*HOT_ROUTES, *v2_hot_routes(settings.resolved_model_name)]
-        v2_infer = V2Dispatcher(api, state, settings)  # V2 の推論（ヘッダとバイナリ部を扱う）
-        self._dispatch = HotPathDispatcher(v2_infer, routes, state, settings.max_body_bytes)
 
     def attach_metrics(self, metrics: Metrics) -> None:
         """読み込んだモデルのメトリクスを有効にする。"""
         self.state.metrics = metrics
-        self._dispatch.metrics = metrics
-        if self.state.service is not None:
-            self.state.service.observer = metrics.observe_inference
+        self.dispatcher.metrics = metrics
+        if self.state.dataplane is not None:
+            self.state.dataplane.observer = metrics.observe_inference
 
     def startup(self) -> None:
         """モデルを読み込み（ウォームアップ込み）、メトリクスと SIGTERM のドレインを用意する。"""
-        service = self._preloaded or build_service(self.settings)
-        self.state.service = service
+        dataplane = self._preloaded or load_dataplane(self.settings)
+        for prepare in self._preparers:
+            prepare(dataplane)
+        self.state.dataplane = dataplane
         if self.settings.metrics_enabled:
             self.attach_metrics(
                 Metrics(
-                    model_name=service.model_name,
-                    model_sha256=service.classifier.sha256,
+                    model_name=dataplane.model_name,
+                    model_sha256=dataplane.classifier.sha256,
                     version=__version__,
                 )
             )
@@ -102,7 +111,7 @@ class ModelServerApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        await self._dispatch(scope, receive, send)
+        await self.dispatcher(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """ASGI ライフスパン。読み込みに失敗したらトレースバックなしの 1 行で起動を止める。"""
@@ -138,9 +147,10 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings, service: InferenceService | None = None) -> ModelServerApp:
-    """アプリを作る。service を渡さなければライフスパンでモデルを読み込む。"""
-    state = ServerState()
+def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelServerApp:
+    """アプリを作る。dataplane を渡さなければライフスパンでモデルを読み込む。"""
+    state = ServerState(model_name=settings.resolved_model_name)
+    seed, v2 = SeedAPI(state), V2API(state)
     api = FastAPI(
         title="model-in-image",
         version=__version__,
@@ -149,8 +159,9 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> M
         docs_url=None,
         redoc_url=None,
     )
-    register_hot_routes(api, state, settings.max_body_bytes)
-    register_v2_routes(api, state, settings)
+    routes = [*seed.routes(), *Probes(state).routes(), *v2.routes()]
+    dispatcher = Dispatcher(routes, api, max_body=settings.max_body_bytes)
+    register_routes(api, dispatcher)
     register_docs(api)
 
     @api.exception_handler(Exception)
@@ -158,7 +169,7 @@ def create_app(settings: Settings, service: InferenceService | None = None) -> M
         logger.error("unhandled error", exc_info=exc)
         return ORJSONResponse({"detail": "Internal server error"}, status_code=500)
 
-    return ModelServerApp(settings, state, api, service)
+    return ModelServerApp(settings, state, dispatcher, api, [seed.prepare, v2.prepare], dataplane)
 
 
 def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:

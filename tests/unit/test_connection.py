@@ -1,30 +1,22 @@
-"""BoundedHttpToolsProtocol：止まった接続の切断とヘッダの上限（同一プロセスの実サーバー）。"""
+"""GuardedHttpToolsProtocol：止まった接続の切断とヘッダの上限（同一プロセスの実サーバー）。"""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import uvicorn
 
 from model_in_image.api.app import create_app
-from model_in_image.protocol import MAX_HEADER_BYTES, BoundedHttpToolsProtocol
 from model_in_image.server import uvicorn_config
-from model_in_image.settings import Settings
-
-SettingsFactory = Callable[..., Settings]
+from model_in_image.transport.connection import MAX_HEADER_BYTES
+from support.apps import SettingsFactory
+from support.net import free_port
 
 TIMEOUT = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -43,7 +35,6 @@ def server(make_settings: SettingsFactory) -> Iterator[int]:
     yield settings.port
     instance.should_exit = True
     thread.join(timeout=10)
-    BoundedHttpToolsProtocol.request_timeout = 30.0
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bool:

@@ -1,69 +1,16 @@
-"""Open Inference Protocol (V2) の型。
+"""Open Inference Protocol (V2) の型（OpenAPI ドキュメント用）。
 
-msgspec の構造体は受信ボディの型検証に使い、pydantic のモデルは OpenAPI ドキュメント用。
+受信ボディの型検証は codecs.v2 の msgspec の構造体が行う。
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
-
-# --- 受信ボディ（msgspec：真偽値を数値として受け付けない厳密な検証） ---
-
-
-class InputParameters(msgspec.Struct, kw_only=True):
-    """入力テンソルの parameters（binary_data_size だけを解釈する）。"""
-
-    binary_data_size: NonNegative | None = None
-
-
-class OutputParameters(msgspec.Struct, kw_only=True):
-    """要求する出力の parameters。"""
-
-    binary_data: bool | None = None
-
-
-class RequestParameters(msgspec.Struct, kw_only=True):
-    """リクエスト全体の parameters。"""
-
-    binary_data_output: bool = False
-
-
-class WireInput(msgspec.Struct, kw_only=True):
-    """入力テンソル。data は後で平らな形・入れ子の形のどちらとしても解析する。"""
-
-    name: str
-    shape: list[NonNegative]
-    datatype: str
-    parameters: InputParameters | None = None
-    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-
-
-class WireOutput(msgspec.Struct, kw_only=True):
-    """要求する出力。"""
-
-    name: str
-    parameters: OutputParameters | None = None
-
-
-class WireRequest(msgspec.Struct, kw_only=True):
-    """推論リクエスト（JSON 部）。"""
-
-    id: str | None = None
-    parameters: RequestParameters | None = None
-    inputs: list[WireInput]
-    outputs: list[WireOutput] | None = None
-
-
-# --- OpenAPI ドキュメント用 ---
-
-
-class ErrorResponse(BaseModel):
+class V2ErrorResponse(BaseModel):
     """V2 のエラー応答。"""
 
     error: str = Field(examples=["unknown model: resnet"])

@@ -1,78 +1,30 @@
-"""推論のデータプレーン：入力の解析・検証・推論・応答の直列化。
+"""データプレーン：入力の検証と推論（プロトコルを知らない）。
 
-シードの API と V2 API の両方がここを通る（検証規則はこの一か所だけ）。
+シード API・V2 REST・CLI はすべてここを通る（検証規則はこの一か所だけ）。
+ボディの解析と応答の直列化は codecs、HTTP は transport と api が受け持つ。
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, TypeVar
 
-import msgspec
 import numpy as np
-import orjson
 from numpy.typing import DTypeLike
 
-from model_in_image.errors import InvalidInputError, ModelLoadError, ModelServerError
+from model_in_image.errors import InvalidInputError, ModelLoadError
 from model_in_image.modelcard import ModelCard
-from model_in_image.runtime import SMALL_BATCH_ROWS, FloatArray, OnnxClassifier, model_sha256
+from model_in_image.runtime import FloatArray, OnnxClassifier, model_sha256
 from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-_PATH_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 RANGE_MESSAGE = "value must be a finite number within the float32 range"
 # これ以下の値の数なら範囲の検査を Python で行う（それより大きければ numpy がはるかに速い）
 SMALL_INPUT_VALUES = 64
-
-
-class PredictBody(msgspec.Struct):
-    """POST /predict のボディ（{"data": [[...], ...]}）。"""
-
-    data: list[list[float]]
-
-
-_DECODER = msgspec.json.Decoder(PredictBody)
-
-
-def _loc_from_msgspec(message: str) -> list[str | int]:
-    """msgspec のエラーパス（$.data[0][2]）を FastAPI の loc に変換する。"""
-    loc: list[str | int] = ["body"]
-    if " - at `" in message:
-        path = message.rsplit(" - at `", 1)[1].rstrip("`")
-        for name, index in _PATH_TOKEN.findall(path):
-            loc.append(name if name else int(index))
-    elif "missing required field `" in message:
-        loc.append(message.split("`")[1])
-    return loc
-
-
-def decode_predict_body(body: bytes) -> list[list[float]]:
-    """JSON ボディを型検証しながら解析する（真偽値・文字列・null は拒否）。"""
-    if not body.isascii():  # msgspec は読み飛ばすキーの値の UTF-8 を確かめない
-        try:
-            body.decode()
-        except UnicodeDecodeError as exc:
-            raise ModelServerError(f"Invalid JSON: not UTF-8 at byte {exc.start}", 400) from None
-    try:
-        return _DECODER.decode(body).data
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        loc = _loc_from_msgspec(message)
-        raise InvalidInputError.single(
-            tuple(loc), message.split(" - at `", maxsplit=1)[0]
-        ) from None
-    except msgspec.DecodeError as exc:
-        raise ModelServerError(f"Invalid JSON: {exc}", status_code=400) from None
-    except RecursionError:
-        raise ModelServerError("Invalid JSON: nested too deeply", status_code=400) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +83,8 @@ def check_range(array: FloatArray, *, loc: tuple[str | int, ...]) -> FloatArray:
 
 
 @dataclass(slots=True)
-class InferenceService:
-    """分類器と検証規則・メタデータをまとめたデータプレーン。"""
+class DataPlane:
+    """読み込み済みの分類器 1 つと、その検証規則・サンプル推論。"""
 
     classifier: OnnxClassifier
     model_name: str
@@ -141,55 +93,35 @@ class InferenceService:
     card: ModelCard | None = None
     # 推論 1 回ごとに (行数, 秒) を受け取る（メトリクス用、任意）
     observer: Callable[[int, float], None] | None = None
-    metadata: dict[str, Any] = field(init=False)
-    metadata_json: bytes = field(init=False)
-    labels_json: bytes = field(init=False)
-    sample_proba_json: bytes = field(init=False)
-    sample_label_json: bytes = field(init=False)
+    sample_probabilities: FloatArray = field(init=False)
 
     def __post_init__(self) -> None:
-        """サンプル推論（ウォームアップ）を行い、固定の応答を前計算する。"""
-        width = self.classifier.signature.input_width
+        """サンプルを検証して推論する（ウォームアップ）。"""
         try:
-            sample = validate_rows(self.sample, width=width, limits=self.limits, loc=("sample",))
+            features = self.validate(self.sample, loc=("sample",))
         except InvalidInputError as exc:
             raise ModelLoadError(f"sample input does not fit the model: {exc.message}") from exc
-        probabilities = self.predict(sample)
-        self.sample_proba_json = self.encode_proba(probabilities)
-        self.sample_label_json = self.encode_labels(probabilities)
-        sig = self.classifier.signature
-        self.metadata = {
-            "data_type": np.dtype(self.classifier.input_dtype).name,
-            "data_structure": f"({len(self.sample)},{width})",
-            "data_sample": self.sample,
-            "prediction_type": str(probabilities.dtype),
-            "prediction_structure": f"({len(self.sample)},{sig.num_classes})",
-            "prediction_sample": _flat_if_single(probabilities.astype(np.float64).tolist()),
-            "model_name": self.model_name,
-            "model_sha256": self.classifier.sha256,
-            "model_file": self.classifier.model_path.name,
-            "output_kind": sig.output_kind.value,
-            "labels": list(self.classifier.labels),
-            "heldout_accuracy": self.card.heldout_accuracy if self.card else None,
-        }
-        self.metadata_json = orjson.dumps(self.metadata)
-        self.labels_json = orjson.dumps(
-            dict(enumerate(self.classifier.labels)), option=orjson.OPT_NON_STR_KEYS
-        )
+        self.sample_probabilities = self.predict(features)
 
     @property
     def input_width(self) -> int:
         """入力の特徴量数。"""
         return self.classifier.signature.input_width
 
-    def parse(self, body: bytes) -> FloatArray:
-        """シード API のボディを検証済み配列にする。"""
-        rows = decode_predict_body(body)
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """クラス番号順のラベル名。"""
+        return self.classifier.labels
+
+    def validate(
+        self, rows: Sequence[Sequence[float]], *, loc: tuple[str | int, ...]
+    ) -> FloatArray:
+        """行列を検証してモデルの数値型の配列にする。"""
         return validate_rows(
             rows,
             width=self.input_width,
             limits=self.limits,
-            loc=("body", "data"),
+            loc=loc,
             dtype=self.classifier.input_dtype,
         )
 
@@ -203,36 +135,13 @@ class InferenceService:
         self.observer(len(features), perf_counter() - start)
         return probabilities
 
-    def encode_proba(self, probabilities: FloatArray) -> bytes:
-        """{"prediction": [...]}（1 行ならシードと同じ平らな形）。"""
-        if len(probabilities) <= SMALL_BATCH_ROWS:  # 小さな応答は numpy を通さない
-            rows = probabilities.tolist()  # float32 の値はそのまま float64 で表せる
-            return orjson.dumps({"prediction": _flat_if_single(rows)})
-        values = probabilities.astype(np.float64)
-        payload = values[0] if len(values) == 1 else values
-        return b'{"prediction":' + orjson.dumps(payload, option=_JSON_OPTS) + b"}"
-
-    def encode_labels(self, probabilities: FloatArray) -> bytes:
-        """{"prediction": "setosa"}（複数行ならリスト）。"""
-        names = self.classifier.labels_of(probabilities)
-        return orjson.dumps({"prediction": _flat_if_single(names)})
-
-    def predict_proba_json(self, body: bytes) -> bytes:
-        """POST /predict の処理。"""
-        return self.encode_proba(self.predict(self.parse(body)))
-
-    def predict_label_json(self, body: bytes) -> bytes:
-        """POST /predict/label の処理。"""
-        return self.encode_labels(self.predict(self.parse(body)))
+    def labels_of(self, probabilities: FloatArray) -> list[str]:
+        """確率から最尤クラスのラベル名を返す。"""
+        return self.classifier.labels_of(probabilities)
 
 
-def _flat_if_single(items: list[T]) -> T | list[T]:
-    """1 件ならその要素、複数ならリストのまま（シードの平らな形）。"""
-    return items[0] if len(items) == 1 else items
-
-
-def build_service(settings: Settings) -> InferenceService:
-    """設定からモデルを読み込み、完全性を確かめ、ウォームアップ済みのサービスを作る。
+def load_dataplane(settings: Settings) -> DataPlane:
+    """設定からモデルを読み込み、完全性を確かめ、ウォームアップ済みのデータプレーンを作る。
 
     sha256 の照合はモデルを解析する前に行う（改ざんされたファイルを ONNX Runtime に渡さない）。
     """
@@ -253,7 +162,7 @@ def build_service(settings: Settings) -> InferenceService:
     if sample is None:
         sample = [[0.0] * classifier.signature.input_width]
         logger.warning("no sample input (SAMPLE_DATA or model card): using zeros for /metadata")
-    service = InferenceService(
+    dataplane = DataPlane(
         classifier=classifier,
         model_name=settings.resolved_model_name,
         sample=sample,
@@ -262,14 +171,14 @@ def build_service(settings: Settings) -> InferenceService:
     )
     logger.info(
         "model loaded: name=%s file=%s sha256=%s width=%d classes=%d output=%s",
-        service.model_name,
+        dataplane.model_name,
         classifier.model_path,
         classifier.sha256,
         classifier.signature.input_width,
         classifier.signature.num_classes,
         classifier.signature.output_kind.value,
     )
-    return service
+    return dataplane
 
 
 def _read_card(settings: Settings, sha256: str) -> ModelCard | None:

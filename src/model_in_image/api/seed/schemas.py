@@ -1,4 +1,4 @@
-"""API の入出力型（OpenAPI ドキュメント用）。検証そのものは inference.py が行う。"""
+"""シード API の入出力型（OpenAPI 用）。検証そのものは codecs.seed と dataplane が行う。"""
 
 from __future__ import annotations
 

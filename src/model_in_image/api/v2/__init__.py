@@ -1,0 +1,1 @@
+"""Open Inference Protocol（V2 REST）：KServe / Triton / MLServer のクライアントと互換。"""

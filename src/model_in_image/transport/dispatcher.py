@@ -1,0 +1,124 @@
+"""ディスパッチャ：ルート表を照合してハンドラを実行する純粋な ASGI アプリ（唯一のリクエスト経路）。
+
+表にないパス（/docs・/openapi.json など）は FastAPI に渡す。どちらの経路もここで
+メトリクスを記録する（route はパステンプレート、method は既知のものか other）。
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from time import perf_counter
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from model_in_image.errors import ModelServerError
+from model_in_image.metrics import Metrics
+from model_in_image.transport.http import ClientDisconnectedError, Request, Response, send_response
+from model_in_image.transport.routing import Route, Router
+
+logger = logging.getLogger(__name__)
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+UNMATCHED = "unmatched"
+DISCONNECTED = 499  # 応答を送る前にクライアントが切断した（nginx の慣例）
+INTERNAL_ERROR = "Internal server error"
+
+
+def method_label(method: str) -> str:
+    """メトリクスの method ラベル（既知のメソッド以外は other）。"""
+    return method if method in KNOWN_METHODS else "other"
+
+
+def method_not_allowed(methods: Iterable[str]) -> Response:
+    """405（FastAPI と同じ本文、Allow ヘッダ付き）。"""
+    allowed = sorted(methods)
+    if "GET" in allowed:
+        allowed.append("HEAD")
+    return Response(
+        405, b'{"detail":"Method Not Allowed"}', headers=((b"allow", ", ".join(allowed).encode()),)
+    )
+
+
+class Dispatcher:
+    """ルート表の照合・実行・誤りの応答・メトリクス。表にないものは fallback へ。"""
+
+    def __init__(self, routes: Iterable[Route], fallback: ASGIApp, *, max_body: int) -> None:
+        self.router = Router(routes)
+        self.fallback = fallback
+        self.max_body = max_body
+        self.metrics: Metrics | None = None
+
+    async def handle(
+        self,
+        route: Route,
+        params: Mapping[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        head: bool = False,
+    ) -> int:
+        """ルートのハンドラを実行して応答を送り、ステータスを返す。例外はここで応答に変える。"""
+        try:
+            response = await route.handler(Request(scope, receive, params, self.max_body))
+        except ModelServerError as exc:
+            response = route.errors(exc)
+        except ClientDisconnectedError:
+            return DISCONNECTED
+        except Exception:
+            logger.exception("unhandled error on %s %s", route.method, route.path)
+            response = route.errors(ModelServerError(INTERNAL_ERROR))
+        await send_response(send, response, head=head)
+        return response.status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI エントリポイント。"""
+        if scope["type"] != "http":
+            await self.fallback(scope, receive, send)
+            return
+        metrics = self.metrics
+        if metrics is None:
+            await self._route(scope, receive, send)
+            return
+        start = perf_counter()
+        metrics.active += 1
+        label, status = UNMATCHED, DISCONNECTED
+        try:
+            label, status = await self._route(scope, receive, send)
+        finally:
+            metrics.active -= 1
+            metrics.observe_request(
+                label, method_label(scope["method"]), status, perf_counter() - start
+            )
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
+        """照合して実行し、(メトリクスの route ラベル, ステータス) を返す。"""
+        found = self.router.match(scope["path"])
+        if found is None:
+            return await self._fallback(scope, receive, send)
+        methods, params = found
+        method = scope["method"]
+        route = methods.get(method)
+        if route is not None:
+            return route.path, await self.handle(route, params, scope, receive, send)
+        if method == "HEAD" and "GET" in methods:
+            route = methods["GET"]
+            return route.path, await self.handle(route, params, scope, receive, send, head=True)
+        path = next(iter(methods.values())).path
+        response = method_not_allowed(methods)
+        await send_response(send, response)
+        return path, response.status
+
+    async def _fallback(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
+        """FastAPI に渡す。ラベルは Starlette が一致させたルートのパステンプレート。"""
+        sent = [DISCONNECTED]
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent[0] = message["status"]
+            await send(message)
+
+        await self.fallback(scope, receive, capture)
+        matched = scope.get("route")
+        return getattr(matched, "path", UNMATCHED), sent[0]

@@ -1,0 +1,43 @@
+"""設定に効く環境変数を外の環境から切り離す。"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import pytest
+
+from model_in_image.settings import Settings
+from support.paths import LABEL_FILE, MODEL_FILE
+
+SETTINGS_ENV = frozenset(name.upper() for name in Settings.model_fields)
+LOOPBACK = "127.0.0.1"
+
+
+def clear_settings_env(mp: pytest.MonkeyPatch) -> None:
+    """設定に効く環境変数を消す（テスト後に元へ戻る）。"""
+    for name in SETTINGS_ENV:
+        mp.setenv(name, "")
+        mp.delenv(name)
+
+
+def without_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """環境変数から設定に効くものを除いた写し（子プロセス用）。"""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k.upper() not in SETTINGS_ENV}
+
+
+def server_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """同梱モデルと 127.0.0.1 を指す子プロセスの環境（親の設定は引き継がない）。"""
+    env = without_settings()
+    env.update(
+        {
+            "HOST": LOOPBACK,
+            "MODEL_FILEPATH": str(MODEL_FILE),
+            "LABEL_FILEPATH": str(LABEL_FILE),
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides or {})
+    return env
