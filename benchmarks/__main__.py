@@ -1,5 +1,5 @@
 """python -m benchmarks のエントリポイント。"""
 
-from benchmarks.harness import main
+from benchmarks.cli import main
 
 raise SystemExit(main())

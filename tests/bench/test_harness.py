@@ -9,14 +9,10 @@ from pathlib import Path
 
 import pytest
 from benchmarks import procstat, report, wrk
-from benchmarks.harness import (
-    QUICK,
-    gunicorn_worker_class,
-    make_plan,
-    parse_args,
-    select_variants,
-    server_env,
-)
+from benchmarks.cli import make_plan, parse_args, select_variants
+from benchmarks.environment import gunicorn_worker_class
+from benchmarks.measure import QUICK
+from benchmarks.processes import server_env
 from benchmarks.variants import LOADS, VARIANTS, expand, loads_for, settings_fields
 
 WRK_OUTPUT = """\

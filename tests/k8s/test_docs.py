@@ -1,4 +1,4 @@
-"""README.md の Kubernetes の章のコマンドがマニフェストと make に合っていること。"""
+"""Kubernetes の章（docs/kubernetes.md）のコマンドがマニフェストと make に合っていること。"""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .manifests import (
 
 pytestmark = pytest.mark.k8s
 
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "kubernetes.md"
 MAKEFILES = [ROOT / "Makefile", *sorted((ROOT / "mk").glob("*.mk"))]
 K8S_TARGETS = ["k8s-render", "k8s-load-image", "deploy", "undeploy", "test-k8s", "test-e2e-k8s"]
 
@@ -128,9 +128,9 @@ def test_probe_paths_in_the_notes_are_the_manifests(
     assert f"liveness は `{ctr['livenessProbe']['httpGet']['path']}`" in doc
 
 
-def test_make_targets_in_the_doc_exist(commands: str, doc: str) -> None:
-    used = set(re.findall(r"\bmake ([a-z0-9][a-z0-9-]*)", commands + doc))
-    assert used <= make_targets(), used - make_targets()
+def test_k8s_make_targets_are_documented_and_defined(doc: str) -> None:
+    # 章の make が実在することは tests/test_docs_links.py が全ページについて確かめる
+    assert set(K8S_TARGETS) <= set(re.findall(r"`make ([a-z0-9][a-z0-9-]*)", doc))
     assert set(K8S_TARGETS) <= make_targets()
 
 

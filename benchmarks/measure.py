@@ -1,0 +1,201 @@
+"""計測の段取り（Plan）と実行：1 点の計測、Sample への変換、反復の回し方。
+
+反復はサーバー単位で交互（A,B,C,A,B,C）。
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import procstat, report, wrk
+from benchmarks.environment import wait_for_idle
+from benchmarks.processes import (
+    HOST,
+    Server,
+    ServerStartError,
+    check_response,
+    free_port,
+    server_env,
+)
+from benchmarks.variants import LOADS, Load, Variant, expand, loads_for
+
+MB = 1024 * 1024
+WARMUP = next(ld for ld in LOADS if ld.key == "c64")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """計測の段取り。"""
+
+    quick: bool
+    seconds: int
+    warmup_session: int
+    warmup_point: int
+    repeats: int
+    workers: tuple[int, ...]
+    loads: tuple[str, ...]
+    threads: int = 1
+    # 各サーバーの起動前に、マシン全体の CPU 使用率がこれ未満になるまで待つ（0 で待たない）
+    idle_pct: float = 30.0
+    idle_wait_s: float = 30.0
+
+    def estimate_seconds(self, variants: Sequence[Variant]) -> float:
+        """おおよその所要時間（起動・停止・待機を 4 秒と見積もる）。"""
+        total = 0.0
+        for workers in self.workers:
+            for variant in variants:
+                points = loads_for(variant, self.loads, quick=self.quick, workers=workers)
+                if points:
+                    total += 4 + self.warmup_session
+                    total += len(points) * (self.warmup_point + self.seconds)
+        return total * self.repeats
+
+
+QUICK = Plan(
+    quick=True, seconds=2, warmup_session=1, warmup_point=0, repeats=2, workers=(1, 2), loads=()
+)
+FULL = Plan(
+    quick=False, seconds=5, warmup_session=2, warmup_point=1, repeats=3, workers=(1, 2), loads=()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """1 点の計測値（wrk の結果とプロセスツリー・マシン全体の CPU）。"""
+
+    result: wrk.WrkResult
+    server_cpu_s: float
+    wrk_cpu_s: float
+    machine_cpu_s: float
+    machine_capacity_s: float
+    busy: list[procstat.ProcSample]
+    tree: dict[int, procstat.ProcSample]
+
+    @property
+    def foreign_pct(self) -> float:
+        """サーバーと wrk 以外が使った CPU（全コアに対する %）：計測の雑音の目安。"""
+        if self.machine_capacity_s <= 0:
+            return 0.0
+        other = self.machine_cpu_s - self.server_cpu_s - self.wrk_cpu_s
+        return max(0.0, 100 * other / self.machine_capacity_s)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(server: Server, load: Load, script: Path, plan: Plan, wrk_path: str) -> Measured:
+    """1 点を計測する：wrk の前後でプロセスツリーとマシン全体の CPU 時間を読む。"""
+    url = f"http://{HOST}:{server.port}{load.path}"
+    options = {"connections": load.connections, "threads": plan.threads}
+    if plan.warmup_point:
+        wrk.run(wrk_path, url, script, seconds=plan.warmup_point, **options)
+    before = procstat.snapshot(server.pid)
+    machine_before, children_before = procstat.system_ticks(), _children_cpu_s()
+    result = wrk.run(wrk_path, url, script, seconds=plan.seconds, **options)
+    machine_after, children_after = procstat.system_ticks(), _children_cpu_s()
+    after = procstat.snapshot(server.pid)
+    server_ticks = procstat.total_ticks(after) - procstat.total_ticks(before)
+    return Measured(
+        result=result,
+        server_cpu_s=procstat.ticks_to_seconds(server_ticks),
+        wrk_cpu_s=children_after - children_before,
+        machine_cpu_s=procstat.ticks_to_seconds(machine_after[0] - machine_before[0]),
+        machine_capacity_s=procstat.ticks_to_seconds(machine_after[1] - machine_before[1]),
+        busy=procstat.busy_processes(before, after),
+        tree=after,
+    )
+
+
+def to_sample(variant: str, workers: int, load: Load, repeat: int, m: Measured) -> report.Sample:
+    """計測値を Sample にする。"""
+    rss_busy = [p.rss_bytes for p in m.busy] or [p.rss_bytes for p in m.tree.values()]
+    requests = m.result.requests
+    per_request = 1e6 / requests if requests else float("nan")
+    return report.Sample(
+        variant=variant,
+        workers=workers,
+        load=load.key,
+        repeat=repeat,
+        rps=m.result.rps,
+        p50_ms=m.result.p50_ms,
+        p99_ms=m.result.p99_ms,
+        requests=requests,
+        errors=m.result.errors,
+        cpu_us_per_req=m.server_cpu_s * per_request,
+        rss_worker_mb=sum(rss_busy) / len(rss_busy) / MB,
+        rss_total_mb=sum(p.rss_bytes for p in m.tree.values()) / MB,
+        busy_processes=len(m.busy),
+        wrk_cpu_us_per_req=m.wrk_cpu_s * per_request,
+        foreign_cpu_pct=m.foreign_pct,
+    )
+
+
+@dataclass
+class Runner:
+    """全体の段取りを実行する。"""
+
+    plan: Plan
+    variants: list[Variant]
+    values: dict[str, str]
+    settings_env: tuple[str, ...]
+    wrk_path: str
+    scripts: dict[str, Path]
+    failures: list[str]
+    samples: list[report.Sample]
+
+    def session(self, variant: Variant, workers: int, repeat: int) -> None:
+        """1 サーバーを起動し、その variant の負荷を全部測って止める（結果は samples に足す）。"""
+        loads = loads_for(variant, self.plan.loads, quick=self.plan.quick, workers=workers)
+        if not loads:
+            return
+        if self.plan.idle_pct > 0:
+            idle = wait_for_idle(self.plan.idle_pct, self.plan.idle_wait_s)
+            if idle >= self.plan.idle_pct:
+                print(f"  ~ machine {idle:.0f} % busy before {variant.name}; measuring anyway")
+        port = free_port()
+        values = {**self.values, "port": str(port), "workers": str(workers)}
+        argv = [expand(a, values) for a in variant.argv]
+        env = server_env(variant, values, self.settings_env)
+        with Server(variant, argv, env, port) as server:
+            check_response(port, loads[0])
+            # 全ワーカーが起動して温まるまで、1 行・64 接続で負荷をかけて捨てる
+            url = f"http://{HOST}:{port}{WARMUP.path}"
+            script = self.scripts[WARMUP.key]
+            wrk.run(self.wrk_path, url, script, connections=64, seconds=self.plan.warmup_session)
+            for load in loads:
+                measured = measure(server, load, self.scripts[load.key], self.plan, self.wrk_path)
+                sample = to_sample(variant.name, workers, load, repeat, measured)
+                self.samples.append(sample)
+                print(_progress(sample, load), flush=True)
+                if sample.errors:
+                    print(
+                        f"    ! {sample.errors} errors; server log tail:\n{server.log_tail(800)}",
+                        flush=True,
+                    )
+
+    def run(self) -> list[report.Sample]:
+        """反復 → ワーカー数 → variant の順に回す（サーバーが交互になる）。"""
+        for repeat in range(self.plan.repeats):
+            for workers in self.plan.workers:
+                for variant in self.variants:
+                    try:
+                        self.session(variant, workers, repeat)
+                    except (ServerStartError, RuntimeError) as exc:
+                        message = f"{variant.name} workers={workers} repeat={repeat}: {exc}"
+                        self.failures.append(message)
+                        print(f"  ! {message}", file=sys.stderr, flush=True)
+        return self.samples
+
+
+def _progress(s: report.Sample, load: Load) -> str:
+    return (
+        f"  r{s.repeat} w{s.workers} {s.variant:<15} {load.label:<14} {s.rps:>9,.0f} req/s"
+        f"  p50 {s.p50_ms:6.2f} ms  p99 {s.p99_ms:6.2f} ms  {s.cpu_us_per_req:6.1f} µs/req"
+        f"  rss {s.rss_worker_mb:4.0f} MB x{s.busy_processes}  other {s.foreign_cpu_pct:3.0f} %"
+    )
