@@ -4,7 +4,7 @@
 
 各ケースを交互に 5 回測り、1 回あたりの µs（最小・中央値）を表示する。「py 検査 + 推論」が
 「推論だけ」に近く、「numpy 検査 + 推論」が両者の和より大きければ、小さな入力で numpy を
-避ける理由になる（src/model_in_image/inference.py の SMALL_INPUT_VALUES）。
+避ける理由になる（src/model_in_image/dataplane.py の SMALL_INPUT_VALUES）。
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 skl2onnx 標準の変換は小さなノードを 60 個以上並べ、1 行の推論に約 50 µs かかる。
 ここでは同じ計算（ovo 決定値 → ovr 変換 → シグモイド較正 → 正規化）を
-行列演算 18 ノードで表し、skl2onnx の登録 API（update_registered_converter）で使う。
+行列演算 17 ノード（StandardScaler の Scaler と合わせてモデル全体で 18 ノード）で表し、
+skl2onnx の登録 API（update_registered_converter）で使う。
 学習時だけ使う（skl2onnx は学習用の依存グループにある）。
 """
 

@@ -14,6 +14,7 @@ import pytest
 from model_in_image.modelcard import ModelCard
 from model_in_image.runtime import OnnxClassifier, sha256_of
 from model_in_image.training import SEED, TEST_SIZE, TrainResult, build_pipeline, train
+from support.paths import REPO_ROOT
 
 SPECIES = [
     ([5.1, 3.5, 1.4, 0.2], "setosa"),
@@ -98,3 +99,17 @@ def test_project_model_classifies_the_three_species(
     classifier = OnnxClassifier(model_path, label_path)
     proba = classifier.predict_proba(np.array([row], dtype=np.float32))
     assert classifier.labels_of(proba) == [species]
+
+
+def test_node_counts_in_the_docs_match_the_model(trained: TrainResult) -> None:
+    """ドキュメントとコメントのノード数は書き出したモデルのもの（数字がずれないように）。"""
+    import onnx
+
+    from model_in_image import onnx_export
+
+    nodes = [node.op_type for node in onnx.load(trained.model_path).graph.node]
+    total, converter = len(nodes), len(nodes) - nodes.count("Scaler")
+    docs = (REPO_ROOT / "docs" / "model.md").read_text(encoding="utf-8")
+    for text in (docs, onnx_export.__doc__ or ""):
+        assert f"{converter} ノード" in text
+        assert f"モデル全体で {total} ノード" in text
