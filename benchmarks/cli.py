@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from benchmarks.variants import (
     VARIANTS,
     Variant,
     available,
+    baseline_variant,
     settings_fields,
     textbook_model,
 )
@@ -59,6 +61,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-chart", action="store_true", help="PNG を描かない")
     parser.add_argument("--list", action="store_true", help="variant と負荷を表示して終わる")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="git の REF 時点の src も baseline として測る（変更の前後を同じ回で比べる）",
+    )
     return parser.parse_args(argv)
 
 
@@ -118,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     settings_env = tuple(name.upper() for name in fields)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        if args.baseline:
+            values["baseline_src"] = str(extract_src(args.baseline, Path(tmp) / "baseline"))
+            variants.insert(0, baseline_variant(args.baseline))
         scripts = {}
         for load in LOADS:
             scripts[load.key] = Path(tmp) / f"{load.key}.lua"
@@ -141,6 +151,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.failures.append("interrupted")
             samples = runner.samples
     return finish(args, plan, meta, runner, samples, time.monotonic() - started)
+
+
+def extract_src(ref: str, target: Path) -> Path:
+    """git archive で REF の src/ を target に書き出し、import パスにする場所を返す。"""
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"git archive {ref} failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "src"
 
 
 def finish(

@@ -137,6 +137,16 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
+def baseline_variant(ref: str) -> Variant:
+    """git の ref 時点の src を同じ仮想環境で動かす variant（変更の前後を同じ回で比べる）。"""
+    return Variant(
+        name="baseline",
+        description=f"model-in-image serve from src at {ref} (same venv, PYTHONPATH)",
+        argv=("{python}", "-m", "model_in_image.cli", "serve"),
+        env={**_OURS_ENV, "PYTHONPATH": "{baseline_src}"},
+    )
+
+
 def expand(template: str, values: Mapping[str, str]) -> str:
     """{name} を置き換える（知らない名前はエラー）。"""
     return template.format_map(dict(values))

@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 from benchmarks import procstat, report, wrk
-from benchmarks.cli import make_plan, parse_args, select_variants
+from benchmarks.cli import extract_src, make_plan, parse_args, select_variants
 from benchmarks.environment import gunicorn_worker_class
 from benchmarks.measure import QUICK
 from benchmarks.processes import server_env
-from benchmarks.variants import LOADS, VARIANTS, expand, loads_for, settings_fields
+from benchmarks.variants import (
+    LOADS,
+    VARIANTS,
+    baseline_variant,
+    expand,
+    loads_for,
+    settings_fields,
+)
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:49479/predict
@@ -213,3 +220,21 @@ def test_quick_plan_limits_extra_variants() -> None:
 def test_settings_fields_and_worker_class() -> None:
     assert "access_log" in settings_fields()
     assert gunicorn_worker_class().endswith("UvicornWorker")
+
+
+def test_baseline_runs_src_of_a_git_ref(tmp_path: Path) -> None:
+    """--baseline REF：REF の src を書き出し、同じ仮想環境の python で PYTHONPATH から起動する。"""
+    src = extract_src("HEAD", tmp_path / "baseline")
+    assert (src / "model_in_image" / "__init__.py").is_file()
+    variant = baseline_variant("HEAD")
+    values = {"python": "/venv/bin/python", "baseline_src": str(src), "port": "1", "workers": "2"}
+    assert [expand(a, values) for a in variant.argv][:3] == [
+        "/venv/bin/python",
+        "-m",
+        "model_in_image.cli",
+    ]
+    env = server_env(variant, values, ())
+    assert env["PYTHONPATH"] == str(src)
+    assert (env["PORT"], env["WORKERS"]) == ("1", "2")
+    with pytest.raises(SystemExit, match="git archive no-such-ref"):
+        extract_src("no-such-ref", tmp_path / "missing")
