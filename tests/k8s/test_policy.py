@@ -375,7 +375,7 @@ def test_production_uses_a_registry_image_by_tag_or_digest(
     assert "/" in name, f"{ctr['image']} has no registry"
     assert "." in host or ":" in host, f"{ctr['image']} has no registry host"
     assert digest or (tag and tag != "latest"), ctr["image"]
-    assert ctr["imagePullPolicy"] == "IfNotPresent"
+    assert ctr["imagePullPolicy"] == "Always"  # ノードのキャッシュより先にレジストリで確かめる
     assert only(rendered["production"], "Service")["spec"]["type"] == "ClusterIP"
 
 
