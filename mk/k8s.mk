@@ -39,6 +39,10 @@ undeploy: ## OVERLAY で作ったものを名前空間ごと消す
 test-k8s: install ## マニフェストのオフラインテスト（描画・スキーマ・ポリシー・コードとの整合）
 	$(RUN) pytest -m k8s tests/k8s $(PYTEST_ARGS)
 
+.PHONY: checkov
+checkov: install ## Checkov（tools/checkov の固定版、ネットワークなし）で全オーバーレイを検査し集計を表示する
+	$(RUN) pytest -m k8s tests/k8s/test_checkov.py $(PYTEST_ARGS)
+
 .PHONY: test-e2e-k8s
 test-e2e-k8s: export KUBECONFIG ?= $(HOME)/.kube/config
 test-e2e-k8s: install ## 実クラスタでの E2E（KUBECONFIG のクラスタ。先に make image）
