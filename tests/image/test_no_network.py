@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -87,8 +88,9 @@ print(json.dumps({
 """
 
 
-def run_offline(docker_env: DockerEnv, *, audited: bool) -> Container:
-    """--network none で起動する（audited なら ENTRYPOINT を監査フックの下で）。"""
+@contextmanager
+def offline_container(docker_env: DockerEnv, *, audited: bool) -> Iterator[Container]:
+    """--network none で起動する（audited なら ENTRYPOINT を監査フックの下で）。最後に必ず削除。"""
     name = f"mii-nonet-{uuid.uuid4().hex[:10]}"
     command: list[str] = []
     start = [*LOCKED_DOWN]
@@ -97,8 +99,11 @@ def run_offline(docker_env: DockerEnv, *, audited: bool) -> Container:
         start += ["--entrypoint", "python3"]
         command = ["-c", AUDITED_START, *config["Entrypoint"], *(config.get("Cmd") or [])]
     container = Container(name=name, port=CONTAINER_PORT, started_at=time.monotonic())
-    docker("run", "-d", "--name", name, *start, docker_env.image, *command)
-    return container
+    try:
+        docker("run", "-d", "--name", name, *start, docker_env.image, *command)
+        yield container
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
 
 
 def wait_healthy(container: Container) -> float:
@@ -127,24 +132,18 @@ def ask(container: Container) -> dict[str, list[object]]:
 @pytest.fixture(scope="module")
 def offline(docker_env: DockerEnv, record_figure: Callable[[str], None]) -> Iterator[Container]:
     """イメージのまま --network none で起動したコンテナ（healthy になってから渡す）。"""
-    container = run_offline(docker_env, audited=False)
-    try:
+    with offline_container(docker_env, audited=False) as container:
         elapsed = wait_healthy(container)
         record_figure(f"docker run --network none -> HEALTHCHECK healthy: {elapsed:.2f} s")
         yield container
-    finally:
-        docker("rm", "-f", "-v", container.name, check=False)
 
 
 @pytest.fixture(scope="module")
 def audited(docker_env: DockerEnv) -> Iterator[Container]:
     """ENTRYPOINT を監査フックの下で --network none で起動したコンテナ。"""
-    container = run_offline(docker_env, audited=True)
-    try:
+    with offline_container(docker_env, audited=True) as container:
         wait_healthy(container)
         yield container
-    finally:
-        docker("rm", "-f", "-v", container.name, check=False)
 
 
 def test_only_loopback_exists(offline: Container) -> None:
