@@ -39,7 +39,28 @@ undeploy: ## OVERLAY で作ったものを名前空間ごと消す
 test-k8s: install ## マニフェストのオフラインテスト（描画・スキーマ・ポリシー・コードとの整合）
 	$(RUN) pytest -m k8s tests/k8s $(PYTEST_ARGS)
 
+.PHONY: checkov
+checkov: install ## Checkov（tools/checkov の固定版、ネットワークなし）で全オーバーレイを検査し集計を表示する
+	$(RUN) pytest -m k8s tests/k8s/test_checkov.py $(PYTEST_ARGS)
+
 .PHONY: test-e2e-k8s
 test-e2e-k8s: export KUBECONFIG ?= $(HOME)/.kube/config
 test-e2e-k8s: install ## 実クラスタでの E2E（KUBECONFIG のクラスタ。先に make image）
 	MII_E2E_K8S=1 $(RUN) pytest -m e2e_k8s tests/k8s $(PYTEST_ARGS)
+
+# --- リリース：イメージを push し、本番オーバーレイをレジストリのダイジェストで固定する ---
+REGISTRY ?=
+RELEASE_REPOSITORY ?= model-in-image
+RELEASE_TAG ?= $(VERSION)
+RELEASE_OVERLAY ?= k8s/overlays/production
+RELEASE_REF = $(REGISTRY)/$(RELEASE_REPOSITORY):$(RELEASE_TAG)
+# base の Deployment に書いたイメージ名（kustomize の images: が置き換える相手）
+K8S_IMAGE_NAME := model-in-image-pattern
+
+.PHONY: release
+release: install ## IMAGE を REGISTRY に push し、production をそのダイジェストで固定する（REGISTRY=...）
+	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=registry.example.com[/path]" >&2; exit 2; }
+	$(DOCKER) tag $(IMAGE) $(RELEASE_REF)
+	$(DOCKER) push $(RELEASE_REF)
+	@ref=$$($(RUN) python scripts/k8s_set_image.py --digest-of $(RELEASE_REF)) \
+		&& $(RUN) python scripts/k8s_set_image.py $(RELEASE_OVERLAY) $(K8S_IMAGE_NAME)=$$ref

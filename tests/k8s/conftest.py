@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import pytest
 
 from .manifests import BASE_DIR, OVERLAYS_DIR, Obj, find_kubectl, overlay_names, render
 
 REQUIRE_KUBECTL = "MII_REQUIRE_KUBECTL"
+REQUIRE_DOCKER = "MII_REQUIRE_DOCKER"
+FIGURES = pytest.StashKey[list[str]]()
+
+
+def unavailable(reason: str, require: str = REQUIRE_KUBECTL) -> NoReturn:
+    """テストに要るものが無い：普段はスキップ、require の環境変数が 1（CI）なら失敗。"""
+    if os.environ.get(require) == "1":
+        pytest.fail(f"{reason} ({require}=1)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -16,10 +27,7 @@ def kubectl() -> str:
     """kubectl のパス。無ければスキップ（MII_REQUIRE_KUBECTL=1 なら失敗）。"""
     path = find_kubectl()
     if path is None:
-        reason = "kubectl not found on PATH: install kubectl to render k8s/ with kustomize"
-        if os.environ.get(REQUIRE_KUBECTL) == "1":
-            pytest.fail(f"{reason} ({REQUIRE_KUBECTL}=1)")
-        pytest.skip(reason)
+        unavailable("kubectl not found on PATH: install kubectl to render k8s/ with kustomize")
     return path
 
 
@@ -33,3 +41,22 @@ def rendered(kubectl: str) -> dict[str, list[Obj]]:
 def rendered_base(kubectl: str) -> list[Obj]:
     """k8s/base を単独で描画したオブジェクト。"""
     return render(kubectl, BASE_DIR)
+
+
+@pytest.fixture(scope="session")
+def record_summary(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """検査の集計を記録し、テストの最後にまとめて表示する（CI のログに残す）。"""
+
+    def record(line: str) -> None:
+        pytestconfig.stash.setdefault(FIGURES, []).append(line)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Checkov の集計を表示する。"""
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("model-in-image Checkov summary (offline)")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -74,6 +74,34 @@ def container(objects: Iterable[Obj]) -> Obj:
     return found[0]
 
 
+def pod_labels(objects: Iterable[Obj]) -> dict[str, str]:
+    """Pod テンプレートのラベル。"""
+    labels: dict[str, str] = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """matchLabels がラベルに一致するか（空のセレクタは「全部」なので偽にする）。"""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def network_policy(objects: Iterable[Obj]) -> Obj:
+    """推論 Pod を選ぶ NetworkPolicy（ちょうど 1 つ）。"""
+    objects = list(objects)
+    labels = pod_labels(objects)
+    found = [
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and selects(o["spec"]["podSelector"].get("matchLabels", {}), labels)
+        and not o["spec"]["podSelector"].get("matchExpressions")
+    ]
+    assert len(found) == 1, (
+        f"expected one NetworkPolicy selecting the model pods, found {len(found)}"
+    )
+    return found[0]
+
+
 def env_values(ctr: Obj) -> dict[str, str]:
     """コンテナの環境変数を Pod 内で見える値にする（resourceFieldRef は上限から計算する）。"""
     values: dict[str, str] = {}

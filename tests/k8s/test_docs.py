@@ -24,6 +24,7 @@ from .manifests import (
 pytestmark = pytest.mark.k8s
 
 DOC = ROOT / "docs" / "kubernetes.md"
+SECURITY_DOC = ROOT / "docs" / "security.md"
 MAKEFILES = [ROOT / "Makefile", *sorted((ROOT / "mk").glob("*.mk"))]
 K8S_TARGETS = ["k8s-render", "k8s-load-image", "deploy", "undeploy", "test-k8s", "test-e2e-k8s"]
 
@@ -99,7 +100,7 @@ def test_node_port_and_apply_output_match(doc: str, rendered: dict[str, list[Obj
     objects = rendered["minikube"]
     (port,) = only(objects, "Service")["spec"]["ports"]
     assert f"{port['port']}:{port['nodePort']}/TCP" in doc
-    created = re.findall(r"^([a-z]+)(?:\.[a-z.]+)?/(\S+) created$", doc, re.M)
+    created = re.findall(r"^([a-z]+)(?:\.[a-z0-9.]+)?/(\S+) created$", doc, re.M)
     assert created == [(o["kind"].lower(), o["metadata"]["name"]) for o in objects]
 
 
@@ -149,3 +150,14 @@ def test_make_k8s_render_writes_every_overlay(
     assert sorted(p.stem for p in out.glob("*.yaml")) == sorted(rendered)
     for name, objects in rendered.items():
         assert f"{out}/{name}.yaml: {len(objects)} objects" in result.stdout
+
+
+def test_security_doc_names_real_targets_and_files() -> None:
+    text = SECURITY_DOC.read_text(encoding="utf-8")
+    used = set(re.findall(r"\bmake ([a-z0-9][a-z0-9-]*)", text))
+    assert {"release", "checkov"} <= used
+    assert used <= make_targets(), used - make_targets()
+    paths = re.findall(r"`((?:k8s|tests|scripts|tools)/[^`\s<]+)`", text)
+    assert len(paths) >= 10
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    assert missing == []

@@ -13,11 +13,14 @@ from .manifests import (
     Obj,
     container,
     env_values,
+    network_policy,
     only,
     overlay_names,
     parse_cpu,
     parse_memory,
+    pod_labels,
     pod_spec,
+    selects,
     split_image,
 )
 
@@ -50,17 +53,6 @@ def objects(request: pytest.FixtureRequest, rendered: dict[str, list[Obj]]) -> l
     """各オーバーレイの描画結果。"""
     result: list[Obj] = rendered[request.param]
     return result
-
-
-def pod_labels(objects: list[Obj]) -> dict[str, str]:
-    """Pod テンプレートのラベル。"""
-    labels: dict[str, str] = only(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    return labels
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    """matchLabels がラベルに一致するか。"""
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
 # --- Namespace ---------------------------------------------------------------
@@ -248,6 +240,106 @@ def test_disruption_budget_covers_the_pods_and_allows_drains(objects: list[Obj])
     assert "minAvailable" not in pdb["spec"]
 
 
+# --- NetworkPolicy：外へは出ない、入れるのは提供ポートだけ --------------------------
+
+
+def port_set(ports: list[Obj]) -> set[tuple[str | int, str]]:
+    """（ポート名か番号, プロトコル）の集合。"""
+    return {(p["port"] if "port" in p else p["name"], p.get("protocol", "TCP")) for p in ports}
+
+
+def ingress_ports(objects: list[Obj]) -> set[tuple[str | int, str]]:
+    """NetworkPolicy の Ingress ルールが開けるポート全部。"""
+    rules = network_policy(objects)["spec"]["ingress"]
+    return {port for rule in rules for port in port_set(rule["ports"])}
+
+
+def container_named_ports(objects: list[Obj]) -> set[tuple[str | int, str]]:
+    """推論コンテナのポート（名前, プロトコル）。"""
+    return {(p["name"], p.get("protocol", "TCP")) for p in container(objects)["ports"]}
+
+
+def namespaces_of(rule: Obj) -> set[str]:
+    """ルールの送信元が名前で選ぶ名前空間。"""
+    return {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for peer in rule.get("from", [])
+        if "namespaceSelector" in peer
+    }
+
+
+def test_network_policy_isolates_the_model_pods_both_ways(objects: list[Obj]) -> None:
+    assert set(network_policy(objects)["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def test_base_denies_all_egress(rendered_base: list[Obj]) -> None:
+    spec = network_policy(rendered_base)["spec"]
+    assert "Egress" in spec["policyTypes"]
+    assert spec.get("egress", []) == []
+
+
+def test_overlays_open_no_egress(objects: list[Obj]) -> None:
+    """外向きを開けるのは components/egress-telemetry だけ（どのオーバーレイもまだ使わない）。"""
+    spec = network_policy(objects)["spec"]
+    assert "Egress" in spec["policyTypes"]
+    assert spec.get("egress", []) == []
+
+
+def test_every_ingress_rule_names_its_ports(objects: list[Obj]) -> None:
+    for rule in network_policy(objects)["spec"]["ingress"]:
+        assert rule.get("ports"), "an ingress rule without ports opens every port"
+        for port in rule["ports"]:
+            assert isinstance(port["port"], str), "name the container port, not its number"
+            assert "endPort" not in port
+
+
+def test_ingress_ports_are_the_containers_named_ports(objects: list[Obj]) -> None:
+    assert ingress_ports(objects) == container_named_ports(objects)
+
+
+def test_service_targets_only_ports_the_policy_opens(objects: list[Obj]) -> None:
+    opened = {name for name, _ in ingress_ports(objects)}
+    targets = {p["targetPort"] for p in only(objects, "Service")["spec"]["ports"]}
+    assert targets <= opened
+
+
+def test_same_namespace_reaches_every_serving_port(objects: list[Obj]) -> None:
+    first = network_policy(objects)["spec"]["ingress"][0]
+    assert {"podSelector": {}} in first["from"]
+    assert port_set(first["ports"]) == container_named_ports(objects)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_local_overlays_accept_any_source(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    """NodePort で手元から呼ぶチュートリアルだけが送信元を問わない（ポートは同じく名前つき）。"""
+    rules = network_policy(rendered[overlay])["spec"]["ingress"]
+    open_rules = [rule for rule in rules if not rule.get("from")]
+    assert bool(open_rules) is (overlay in LOCAL_OVERLAYS)
+    for rule in rules:
+        assert all("ipBlock" not in peer for peer in rule.get("from", []))
+
+
+def test_production_admits_the_ingress_controller_and_prometheus_metrics_only(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    objects = rendered["production"]
+    rules = network_policy(objects)["spec"]["ingress"]
+    serving, *others = rules
+    assert "ingress-nginx" in namespaces_of(serving)
+    (scrape,) = [rule for rule in others if "monitoring" in namespaces_of(rule)]
+    annotations = only(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    metrics = [
+        p["name"]
+        for p in container(objects)["ports"]
+        if str(p["containerPort"]) == annotations["prometheus.io/port"]
+    ]
+    assert port_set(scrape["ports"]) == {(name, "TCP") for name in metrics}
+    for peer in scrape["from"]:
+        assert peer["podSelector"]["matchLabels"], "only Prometheus, not the whole namespace"
+
+
 # --- オーバーレイごと ------------------------------------------------------------
 
 
@@ -283,7 +375,7 @@ def test_production_uses_a_registry_image_by_tag_or_digest(
     assert "/" in name, f"{ctr['image']} has no registry"
     assert "." in host or ":" in host, f"{ctr['image']} has no registry host"
     assert digest or (tag and tag != "latest"), ctr["image"]
-    assert ctr["imagePullPolicy"] == "IfNotPresent"
+    assert ctr["imagePullPolicy"] == "Always"  # ノードのキャッシュより先にレジストリで確かめる
     assert only(rendered["production"], "Service")["spec"]["type"] == "ClusterIP"
 
 

@@ -10,7 +10,14 @@ from .manifests import NAMESPACE, Obj, kinds, overlay_names
 
 pytestmark = pytest.mark.k8s
 
-CORE = ["Namespace", "ServiceAccount", "Service", "Deployment", "PodDisruptionBudget"]
+CORE = [
+    "Namespace",
+    "ServiceAccount",
+    "Service",
+    "Deployment",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+]
 EXPECTED_KINDS = {
     "minikube": CORE,
     "minikube-hpa": [*CORE, "HorizontalPodAutoscaler"],
