@@ -15,6 +15,7 @@ from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.settings import Settings
 from support.apps import SettingsFactory
 from support.env import clear_settings_env
+from support.figures import print_figures
 from support.paths import MODELS_DIR, REFERENCE_DIR
 
 with warnings.catch_warnings():
@@ -115,3 +116,8 @@ def restore_logging() -> Iterator[None]:
             lg.setLevel(level)
             lg.propagate = propagate
             lg.disabled = disabled
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """テストで測った値（コンテナの起動時間・Checkov の集計など）を最後に表示する。"""
+    print_figures(terminalreporter, config)

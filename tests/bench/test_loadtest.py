@@ -3,84 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from support.paths import REPO_ROOT
+from support.servers import running_server
 
 # locust は import すると gevent でモンキーパッチする：このプロセスでは import せず有無だけ見る
 pytestmark = pytest.mark.skipif(
     find_spec("locust") is None, reason="locust is in the bench dependency group"
 )
 
-SERVE = "from model_in_image.cli import main; raise SystemExit(main())"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"server not ready: {log.read_text()[-2000:]}")
-
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """本実装を 1 ワーカーで起動し、終わったらプロセスグループごと止める。"""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("loadtest") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "COVERAGE_"))}
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        WORKERS="1",
-        LOG_LEVEL="WARNING",
-        MODEL_FILEPATH=str(REPO_ROOT / "models" / "iris_svc.onnx"),
-        LABEL_FILEPATH=str(REPO_ROOT / "models" / "label.json"),
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, url, log)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+    """本実装を 1 ワーカーで起動する（終わったら止める）。"""
+    env = {"WORKERS": "1", "LOG_LEVEL": "WARNING"}
+    with running_server(tmp_path_factory.mktemp("loadtest"), env) as server:
+        yield server.base_url
 
 
 def _locust(url: str, summary: Path, *extra: str, seconds: int) -> subprocess.CompletedProcess[str]:

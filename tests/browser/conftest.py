@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from support.browser import CHROMIUM
+from support.requirements import unavailable
 from support.servers import LiveServer, running_server
 
 
@@ -28,6 +29,4 @@ def chromium_path() -> Path:
     if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
     reason = f"{CHROMIUM} not found (apt-get install chromium; scripts/ci/system-deps.sh)"
-    if os.environ.get("MII_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"MII_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
+    unavailable(reason, "MII_REQUIRE_BROWSER")

@@ -9,16 +9,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from .support import IMAGE, Container, DockerEnv, docker, free_port, unavailable
-
-FIGURES = pytest.StashKey[list[str]]()
+from support.docker import IMAGE, DockerEnv, Launcher, docker, unavailable
+from support.figures import figure_recorder
 
 
 @pytest.fixture(scope="session")
@@ -41,42 +37,6 @@ def docker_env() -> DockerEnv:
     )
 
 
-class Launcher:
-    """コンテナを起動し（--read-only・tmpfs /tmp）、起動したものを覚えておいて最後に削除する。"""
-
-    def __init__(self, docker_env: DockerEnv) -> None:
-        self.docker_env = docker_env
-        self.names: list[str] = []
-
-    def start(
-        self,
-        *,
-        env: dict[str, str] | None = None,
-        args: Sequence[str] = (),
-        wait: bool = True,
-    ) -> Container:
-        """コンテナを起動する。wait なら /health が 200 になるまで待つ。"""
-        name = f"mii-test-{uuid.uuid4().hex[:10]}"
-        port = free_port()
-        env_args = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
-        self.names.append(name)
-        started = time.monotonic()
-        docker(
-            "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp",
-            *self.docker_env.run_args(port), *env_args, *args, self.docker_env.image,
-        )  # fmt: skip
-        container = Container(name=name, port=port, started_at=started)
-        if wait:
-            container.wait_ready()
-        return container
-
-    def remove_all(self) -> None:
-        """起動したコンテナをすべて削除する。"""
-        for name in self.names:
-            docker("rm", "-f", "-v", name, check=False)
-        self.names.clear()
-
-
 @pytest.fixture
 def launcher(docker_env: DockerEnv) -> Iterator[Launcher]:
     """テストごとのコンテナ（テストの後で必ず削除）。"""
@@ -96,17 +56,4 @@ def module_launcher(docker_env: DockerEnv) -> Iterator[Launcher]:
 @pytest.fixture(scope="session")
 def record_figure(pytestconfig: pytest.Config) -> Callable[[str], None]:
     """測った値を記録し、テストの最後にまとめて表示する。"""
-
-    def record(line: str) -> None:
-        pytestconfig.stash.setdefault(FIGURES, []).append(line)
-
-    return record
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """コンテナのテストで測った値を表示する。"""
-    lines = config.stash.get(FIGURES, [])
-    if lines:
-        terminalreporter.section("model-in-image container figures")
-        for line in lines:
-            terminalreporter.write_line(line)
+    return figure_recorder(pytestconfig, "model-in-image container figures")

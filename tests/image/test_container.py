@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Launcher
-from .support import (
+from support.docker import (
     IMAGE_MODEL_PATH,
-    MODEL_FILE,
     REFERENCE_MODEL,
     Container,
+    Launcher,
     http_get,
     http_post_json,
 )
+from support.paths import MODEL_FILE
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(120)]
 

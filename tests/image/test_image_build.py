@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from .support import IMAGE_MODEL_PATH, MODEL_FILE, REPO_ROOT, DockerEnv, docker
+from support.docker import IMAGE_MODEL_PATH, DockerEnv, docker
+from support.paths import MODEL_FILE, REPO_ROOT
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(120)]
 

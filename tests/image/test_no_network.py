@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from .support import CONTAINER_PORT, Container, DockerEnv, docker
+from support.docker import CONTAINER_PORT, Container, DockerEnv, docker
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(180)]
 

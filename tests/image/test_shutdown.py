@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .conftest import Launcher
-from .support import docker, http_get
+from support.docker import Launcher, docker, http_get
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(120)]
 

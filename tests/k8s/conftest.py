@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pytest
+
+from support.figures import figure_recorder
+from support.requirements import unavailable as missing
 
 from .manifests import BASE_DIR, OVERLAYS_DIR, Obj, find_kubectl, overlay_names, render
 
 REQUIRE_KUBECTL = "MII_REQUIRE_KUBECTL"
 REQUIRE_DOCKER = "MII_REQUIRE_DOCKER"
-FIGURES = pytest.StashKey[list[str]]()
 
 
 def unavailable(reason: str, require: str = REQUIRE_KUBECTL) -> NoReturn:
     """テストに要るものが無い：普段はスキップ、require の環境変数が 1（CI）なら失敗。"""
-    if os.environ.get(require) == "1":
-        pytest.fail(f"{reason} ({require}=1)", pytrace=False)
-    pytest.skip(reason)
+    missing(reason, require)
 
 
 @pytest.fixture(scope="session")
@@ -46,17 +45,4 @@ def rendered_base(kubectl: str) -> list[Obj]:
 @pytest.fixture(scope="session")
 def record_summary(pytestconfig: pytest.Config) -> Callable[[str], None]:
     """検査の集計を記録し、テストの最後にまとめて表示する（CI のログに残す）。"""
-
-    def record(line: str) -> None:
-        pytestconfig.stash.setdefault(FIGURES, []).append(line)
-
-    return record
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    """Checkov の集計を表示する。"""
-    lines = config.stash.get(FIGURES, [])
-    if lines:
-        terminalreporter.section("model-in-image Checkov summary (offline)")
-        for line in lines:
-            terminalreporter.write_line(line)
+    return figure_recorder(pytestconfig, "model-in-image Checkov summary (offline)")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +15,10 @@ from fastapi.testclient import TestClient
 
 from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.settings import Settings
-from support.env import SETTINGS_ENV, without_settings
-from support.net import free_port, get_status, wait_for
+from support.env import SETTINGS_ENV
+from support.net import get_status, wait_for
 from support.paths import LABEL_FILE, MODEL_FILE
+from support.servers import launch
 
 from . import load_client
 from .manifests import ROOT, TUTORIAL_IMAGE, Obj, container, env_values, only, pod_spec
@@ -187,30 +186,16 @@ def test_make_image_builds_the_tag_the_local_overlays_run() -> None:
 def pod_server(rendered: dict[str, list[Obj]], tmp_path: Path) -> Iterator[tuple[Any, ...]]:
     """minikube の Pod と同じ環境変数でサーバーを起動する（パスとポートだけ差し替え）。"""
     objects = rendered["minikube"]
-    env = without_settings()
-    env.update(env_values(container(objects)))
-    port = free_port()
-    env.update(
-        MODEL_FILEPATH=str(MODEL_FILE),
-        LABEL_FILEPATH=str(LABEL_FILE),
-        HOST="127.0.0.1",
-        PORT=str(port),
-    )
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "model_in_image.cli", "serve"],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    # Pod の環境変数をそのまま使い、モデルのパスと待ち受けだけを差し替える
+    env = {**env_values(container(objects)), "HOST": "127.0.0.1"}
+    env.update(MODEL_FILEPATH=str(MODEL_FILE), LABEL_FILEPATH=str(LABEL_FILE))
+    server = launch(tmp_path, env, cwd=tmp_path)
     try:
-        yield objects, port, proc, log
+        yield objects, server.port, server.process, server.log_path
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+        if server.process.poll() is None:
+            server.process.kill()
+        server.process.wait(timeout=10)
 
 
 def test_pod_env_serves_probes_and_drains_like_kubelet_expects(pod_server: tuple[Any, ...]) -> None:

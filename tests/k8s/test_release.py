@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from types import ModuleType
 
 import pytest
 import yaml
+
+from support.net import free_port
 
 from .cluster import stop
 from .conftest import REQUIRE_DOCKER, unavailable
@@ -162,13 +163,6 @@ def docker_ok(*args: str) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return proc.returncode == 0
-
-
-def free_port() -> int:
-    """127.0.0.1 の空きポート。"""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def registry_request(

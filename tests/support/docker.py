@@ -5,18 +5,20 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_FILE = REPO_ROOT / "models" / "iris_svc.onnx"
-REFERENCE_MODEL = REPO_ROOT.parent / "shared" / "reference" / "iris_svc.onnx"
+from support.net import free_port
+from support.paths import REFERENCE_DIR
+from support.requirements import unavailable as missing
+
+REFERENCE_MODEL = REFERENCE_DIR / "iris_svc.onnx"
 IMAGE = os.environ.get("MII_IMAGE", "model-in-image-pattern:v1.0")
 IMAGE_MODEL_PATH = "/model_in_image_pattern/models/iris_svc.onnx"
 CONTAINER_PORT = 8000
@@ -25,10 +27,8 @@ START_TIMEOUT = 30.0
 
 
 def unavailable(reason: str) -> NoReturn:
-    """環境が無いときの扱い：普段はスキップ、MII_REQUIRE_DOCKER=1 なら失敗。"""
-    if os.environ.get("MII_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"{reason} (MII_REQUIRE_DOCKER=1)", pytrace=False)
-    pytest.skip(reason)
+    """Docker が無いときの扱い：普段はスキップ、MII_REQUIRE_DOCKER=1 なら失敗。"""
+    missing(reason, "MII_REQUIRE_DOCKER")
 
 
 def docker(
@@ -41,13 +41,6 @@ def docker(
     if check and proc.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc
-
-
-def free_port() -> int:
-    """127.0.0.1 の空きポート。"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -146,3 +139,39 @@ class DockerEnv:
         if self.host_network:
             return ["--network", "host", "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
         return ["-p", f"127.0.0.1:{port}:{CONTAINER_PORT}"]
+
+
+class Launcher:
+    """コンテナを起動し（--read-only・tmpfs /tmp）、起動したものを覚えておいて最後に削除する。"""
+
+    def __init__(self, docker_env: DockerEnv) -> None:
+        self.docker_env = docker_env
+        self.names: list[str] = []
+
+    def start(
+        self,
+        *,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+        wait: bool = True,
+    ) -> Container:
+        """コンテナを起動する。wait なら /health が 200 になるまで待つ。"""
+        name = f"mii-test-{uuid.uuid4().hex[:10]}"
+        port = free_port()
+        env_args = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
+        self.names.append(name)
+        started = time.monotonic()
+        docker(
+            "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp",
+            *self.docker_env.run_args(port), *env_args, *args, self.docker_env.image,
+        )  # fmt: skip
+        container = Container(name=name, port=port, started_at=started)
+        if wait:
+            container.wait_ready()
+        return container
+
+    def remove_all(self) -> None:
+        """起動したコンテナをすべて削除する。"""
+        for name in self.names:
+            docker("rm", "-f", "-v", name, check=False)
+        self.names.clear()
