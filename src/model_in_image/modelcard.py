@@ -1,12 +1,93 @@
-"""モデルカード（学習時に書き出す小さな JSON）。"""
+"""モデルカード（学習時や `model-in-image card` が書き出す小さな JSON）。
+
+reference はドリフト監視の基準：学習データの各特徴量を分位点で区切ったビンの割合と最小・最大。
+ビンの規則（bin_counts）は書き出す側と監視する側で共通にここで決める。
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model_in_image.errors import ModelLoadError
+
+DEFAULT_BINS = 10
+
+
+class FeatureReference(BaseModel):
+    """1 特徴量の参照分布。
+
+    edges はビンの内側の境界（昇順・重複なし、ビン数 - 1 個）。値 x は edges のうち x より
+    小さいものの数を番号とするビンに入る（境界と等しい値は下のビン、範囲外は端のビン）。
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    min: float
+    max: float
+    edges: list[float]
+    proportions: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureReference:
+        """ビンの数・境界の順・割合の合計が揃っていること。"""
+        if len(self.proportions) != len(self.edges) + 1:
+            raise ValueError("proportions must have one more entry than edges")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must be strictly increasing")
+        if abs(sum(self.proportions) - 1.0) > 1e-6 or min(self.proportions) < 0:
+            raise ValueError("proportions must be non-negative and sum to 1")
+        if self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class ReferenceStatistics(BaseModel):
+    """学習（参照）データの特徴量ごとの分布。"""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows: int = Field(ge=1)
+    features: list[FeatureReference] = Field(min_length=1)
+
+
+def bin_counts(edges: Sequence[float], values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """values を edges のビンに数える（長さ len(edges) + 1）。"""
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
+    return np.bincount(index, minlength=len(edges) + 1)
+
+
+def reference_statistics(
+    features: np.ndarray[Any, Any], names: Sequence[str], bins: int = DEFAULT_BINS
+) -> ReferenceStatistics:
+    """[N, 幅] の参照データから、分位点のビンの割合と最小・最大を作る。"""
+    data = np.asarray(features, dtype=np.float64)
+    if data.ndim != 2 or len(data) == 0 or data.shape[1] != len(names):
+        raise ValueError(f"reference data must be [N, {len(names)}] with N >= 1")
+    if not np.isfinite(data).all():
+        raise ValueError("reference data must be finite")
+    quantiles = np.linspace(0, 1, bins + 1)[1:-1]
+    result = []
+    for name, column in zip(names, data.T, strict=True):
+        # 最大値と等しい境界は最後のビンを空にするだけなので除く。丸めた境界で数える
+        cuts = np.unique(np.round(np.quantile(column, quantiles), 9))
+        edges = [float(e) for e in cuts if e < column.max()]
+        counts = bin_counts(edges, column)
+        result.append(
+            FeatureReference(
+                name=name,
+                min=float(column.min()),
+                max=float(column.max()),
+                edges=edges,
+                proportions=[round(float(c) / len(column), 9) for c in counts],
+            )
+        )
+    return ReferenceStatistics(rows=len(data), features=result)
 
 
 class ModelCard(BaseModel):
@@ -22,6 +103,17 @@ class ModelCard(BaseModel):
     heldout_accuracy: float | None = None
     sample_input: list[list[float]] = Field(min_length=1)
     library_versions: dict[str, str] = Field(default_factory=dict)
+    feature_names: list[str] | None = None
+    reference: ReferenceStatistics | None = None
+
+    @model_validator(mode="after")
+    def _widths_agree(self) -> ModelCard:
+        """特徴量名と参照分布の数は入力幅と同じ。"""
+        if self.feature_names is not None and len(self.feature_names) != self.input_width:
+            raise ValueError("feature_names must have input_width entries")
+        if self.reference is not None and len(self.reference.features) != self.input_width:
+            raise ValueError("reference must describe input_width features")
+        return self
 
     @classmethod
     def read(cls, path: Path) -> ModelCard:
@@ -33,5 +125,5 @@ class ModelCard(BaseModel):
 
     def write(self, path: Path) -> None:
         """キー順を固定して書き出す（再学習でバイト単位で同じになる）。"""
-        text = self.model_dump_json(indent=2)
+        text = self.model_dump_json(indent=2, exclude_none=False)
         path.write_text(text + "\n", encoding="utf-8")

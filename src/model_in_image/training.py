@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from model_in_image.modelcard import ModelCard
+from model_in_image.modelcard import ModelCard, reference_statistics
 from model_in_image.runtime import sha256_of
 
 SEED = 42
@@ -122,6 +122,7 @@ def train(output_dir: Path, seed: int = SEED) -> TrainResult:
         test_size=TEST_SIZE,
         target_opset=TARGET_OPSET,
         feature_names=list(iris.feature_names),
+        reference=reference_statistics(x_train, list(iris.feature_names)),
     )
     card_path = output_dir / CARD_FILE
     card.write(card_path)
