@@ -16,7 +16,13 @@ from numpy.typing import DTypeLike
 
 from model_in_image.errors import InvalidInputError, ModelLoadError
 from model_in_image.modelcard import ModelCard
-from model_in_image.runtime import FloatArray, OnnxClassifier, model_sha256
+from model_in_image.runtime import (
+    FloatArray,
+    NonFiniteOutputError,
+    OnnxClassifier,
+    check_distribution,
+    model_sha256,
+)
 from model_in_image.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -101,7 +107,11 @@ class DataPlane:
             features = self.validate(self.sample, loc=("sample",))
         except InvalidInputError as exc:
             raise ModelLoadError(f"sample input does not fit the model: {exc.message}") from exc
-        self.sample_probabilities = self.predict(features)
+        try:
+            self.sample_probabilities = self.predict(features)
+        except NonFiniteOutputError as exc:
+            raise ModelLoadError(f"model output on the sample input: {exc.message}") from exc
+        check_distribution(self.sample_probabilities.astype(np.float64), "sample")
 
     @property
     def input_width(self) -> int:

@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from math import isfinite
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,15 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from model_in_image.errors import ModelLoadError
+from model_in_image.errors import ModelLoadError, ModelServerError
 
 # これ以下の行数なら後処理を Python の値で行う（numpy の ufunc は直後の推論を 10 µs ほど遅くする）
 SMALL_BATCH_ROWS = 8
+# ラベルファイルの上限（/label と /metadata で毎回そのまま返すため）
+MAX_LABEL_FILE_BYTES = 1_048_576
+# 確率の行和と 1 との差の許容（起動時の確認）
+PROBABILITY_SUM_TOLERANCE = 1e-3
+_LABEL_TYPES = ("tensor(int64)", "tensor(string)", "tensor(int32)")
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +80,28 @@ def model_sha256(path: Path) -> str:
 
 
 def load_labels(path: Path) -> dict[str, str]:
-    """ラベルファイル（{"0": "setosa", ...}）を読み込む。"""
+    """ラベルファイル（{"0": "setosa", ...}）を読み込む（大きすぎ・空の名前・重複は拒否）。"""
     try:
+        size = path.stat().st_size
+        if size > MAX_LABEL_FILE_BYTES:
+            raise ModelLoadError(
+                f"label file is {size} bytes, over the limit of {MAX_LABEL_FILE_BYTES}: {path}"
+            )
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ModelLoadError(f"label file not found: {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelLoadError(f"label file is not valid JSON: {path}: {exc}") from exc
     if not isinstance(raw, dict) or not raw:
         raise ModelLoadError(f"label file must be a non-empty JSON object: {path}")
     if not all(isinstance(v, str) for v in raw.values()):
         raise ModelLoadError(f"label names must be strings: {path}")
+    names = [v.strip() for v in raw.values()]
+    if not all(names):
+        raise ModelLoadError(f"label names must not be empty: {path}")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ModelLoadError(f"label names must be unique; repeated: {duplicates}: {path}")
     return {str(k): v for k, v in raw.items()}
 
 
@@ -97,6 +114,24 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     return options
+
+
+class NonFiniteOutputError(ModelServerError):
+    """モデルの出力が有限でない（NaN・無限大）：応答できない（500）。"""
+
+
+def check_distribution(probabilities: npt.NDArray[np.float64], what: str) -> None:
+    """確率の分布か（有限・0〜1・行和が 1）。違えば起動を止める。"""
+    rows = probabilities.reshape(len(probabilities), -1)
+    if not np.isfinite(rows).all():
+        raise ModelLoadError(f"model output on the {what} input is not finite: {rows.tolist()}")
+    sums = rows.sum(axis=1)
+    in_range = ((rows >= 0) & (rows <= 1 + PROBABILITY_SUM_TOLERANCE)).all()
+    if not in_range or not np.allclose(sums, 1.0, atol=PROBABILITY_SUM_TOLERANCE):
+        raise ModelLoadError(
+            f"model output on the {what} input is not a probability distribution "
+            f"(values in [0, 1], rows summing to 1): {rows.tolist()}"
+        )
 
 
 class OnnxClassifier:
@@ -123,6 +158,9 @@ class OnnxClassifier:
     @staticmethod
     def _open_session(path: Path, threads: int) -> ort.InferenceSession:
         ort.disable_telemetry_events()  # 読み取り専用のコンテナで警告を出さず、外部へ送らない
+        # 環境（既定のロガー）の警告は色付きの平文で標準エラーに出て LOG_FORMAT=JSON を壊すため、
+        # セッションの設定と同じく誤りだけにする（例：コンテナでの GPU 検出や CPU 割り当ての失敗）
+        ort.set_default_logger_severity(3)
         try:
             return ort.InferenceSession(
                 str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
@@ -152,8 +190,14 @@ class OnnxClassifier:
             raise ModelLoadError(f"model failed a probe prediction: {exc}") from exc
         if kind is OutputKind.ZIPMAP:
             keys = tuple(str(k) for k in raw[0])
+            check_distribution(np.array([list(raw[0].values())], dtype=np.float64), "probe")
         else:
             keys = tuple(str(i) for i in range(np.asarray(raw).shape[-1]))
+            check_distribution(np.asarray(raw, dtype=np.float64), "probe")
+        if len(keys) < 2:
+            raise ModelLoadError(
+                f"a classifier needs at least 2 classes; the model has {len(keys)}"
+            )
         return ModelSignature(
             input_name=inp.name,
             input_type=inp.type,
@@ -167,13 +211,25 @@ class OnnxClassifier:
 
     @staticmethod
     def _probability_output(session: ort.InferenceSession) -> Any:
-        for out in session.get_outputs():
-            if out.type.startswith("seq(map(") or (
-                out.type in ("tensor(float)", "tensor(double)") and len(out.shape) == 2
-            ):
-                return out
-        found = [(o.name, o.type) for o in session.get_outputs()]
-        raise ModelLoadError(f"model has no probability output (tensor [N, C] or ZipMap): {found}")
+        """確率の出力（ZipMap か float の [N, C]）。分類器の証としてラベルの出力 [N] も要る。"""
+        outputs = session.get_outputs()
+        found = [(o.name, o.type, o.shape) for o in outputs]
+        probabilities = [
+            o
+            for o in outputs
+            if o.type.startswith("seq(map(")
+            or (o.type in ("tensor(float)", "tensor(double)") and len(o.shape) == 2)
+        ]
+        if not probabilities:
+            raise ModelLoadError(
+                f"model has no probability output (tensor [N, C] or ZipMap): {found}"
+            )
+        if not any(o.type in _LABEL_TYPES and len(o.shape) == 1 for o in outputs):
+            raise ModelLoadError(
+                "model is not a classifier: it has no label output (int64 or string tensor [N]) "
+                f"next to its probabilities; outputs: {found}"
+            )
+        return probabilities[0]
 
     @staticmethod
     def _match_labels(labels: dict[str, str], sig: ModelSignature) -> tuple[str, ...]:
@@ -192,11 +248,19 @@ class OnnxClassifier:
         return self._dtype
 
     def predict_proba(self, features: FloatArray) -> FloatArray:
-        """確率 [N, C] を返す（入力は検証済みの [N, 幅] 配列）。"""
+        """確率 [N, C] を返す（入力は検証済みの [N, 幅] 配列）。有限でなければ誤り。"""
         (raw,) = self._session.run(self._outputs, {self.signature.input_name: features})
         if self.signature.output_kind is OutputKind.ZIPMAP:
-            return np.array([list(row.values()) for row in raw], dtype=np.float32)
-        return np.asarray(raw)
+            probabilities = np.array([list(row.values()) for row in raw], dtype=np.float32)
+        else:
+            probabilities = np.asarray(raw)
+        if len(probabilities) <= SMALL_BATCH_ROWS:  # 小さな出力は numpy の ufunc を通さない
+            finite = all(isfinite(v) for row in probabilities.tolist() for v in row)
+        else:
+            finite = bool(np.isfinite(probabilities).all())
+        if not finite:
+            raise NonFiniteOutputError("the model returned non-finite probabilities")
+        return probabilities
 
     def labels_of(self, probabilities: FloatArray) -> list[str]:
         """確率から最尤クラスのラベル名を返す。"""

@@ -39,3 +39,11 @@ def export_onnx(estimator: Any, sample: np.ndarray[Any, Any], *, zipmap: bool) -
             target_opset={"": 17, "ai.onnx.ml": 3},
         )
     return onx.SerializeToString()  # type: ignore[no-any-return]
+
+
+def export_regressor(estimator: Any, sample: np.ndarray[Any, Any]) -> bytes:
+    """回帰モデルを skl2onnx で書き出す（分類器ではないモデルの例）。"""
+    from skl2onnx import to_onnx
+
+    onx = to_onnx(estimator, sample, target_opset={"": 17, "ai.onnx.ml": 3})
+    return onx.SerializeToString()  # type: ignore[no-any-return]

@@ -12,8 +12,16 @@ import onnxruntime as ort
 import pytest
 
 from model_in_image.errors import ModelLoadError
-from model_in_image.runtime import OnnxClassifier, OutputKind, load_labels, session_options
-from support.models import ModelFiles, write_labels
+from model_in_image.runtime import (
+    MAX_LABEL_FILE_BYTES,
+    SMALL_BATCH_ROWS,
+    NonFiniteOutputError,
+    OnnxClassifier,
+    OutputKind,
+    load_labels,
+    session_options,
+)
+from support.models import ModelFiles, export_regressor, write_labels
 from support.samples import IRIS_LABELS
 
 SPECIES_ROWS = np.array(
@@ -282,9 +290,139 @@ class TestUnsupportedModels:
         model = _onnx_model(
             tmp_path / "m.onnx",
             [("x", TensorProto.FLOAT, [None, 3])],
-            [("y", TensorProto.FLOAT, [2, 3])],
-            [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+            [("y", TensorProto.FLOAT, [2, 3]), ("label", TensorProto.INT64, [None])],
+            [
+                helper.make_node("Reshape", ["x", "shape"], ["y"]),
+                helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0),
+            ],
             [shape],
         )
         with pytest.raises(ModelLoadError, match="failed a probe prediction"):
             OnnxClassifier(model, label_path)
+
+
+def _scored_model(path: Path, score_op: str) -> Path:
+    """確率 = score_op(x)（Sqrt なら続けて Softmax）、ラベル = ArgMax の 3 クラスのモデル。"""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node(score_op, ["x"], ["s"])]
+    if score_op == "Sqrt":  # 負の入力で NaN になる確率
+        nodes.append(helper.make_node("Softmax", ["s"], ["p"], axis=1))
+    else:
+        nodes.append(helper.make_node("Identity", ["s"], ["p"]))
+    nodes.append(helper.make_node("ArgMax", ["p"], ["label"], axis=1, keepdims=0))
+    return _onnx_model(
+        path,
+        [("x", TensorProto.FLOAT, [None, 3])],
+        [("label", TensorProto.INT64, [None]), ("p", TensorProto.FLOAT, [None, 3])],
+        nodes,
+    )
+
+
+class TestOnlyClassifiers:
+    """確率の出力とラベルの出力を持つ分類器だけを提供する（回帰などは起動時に断る）。"""
+
+    def test_multi_target_regressor_is_refused(self, tmp_path: Path, label_path: Path) -> None:
+        from sklearn.linear_model import LinearRegression
+
+        features = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+        regressor = LinearRegression().fit(features, features[:, :3])
+        model = tmp_path / "regressor.onnx"
+        model.write_bytes(export_regressor(regressor, features[:1]))
+        with pytest.raises(ModelLoadError, match="not a classifier: it has no label output"):
+            OnnxClassifier(model, label_path)
+
+    def test_scores_that_are_not_probabilities_are_refused(
+        self, tmp_path: Path, label_path: Path
+    ) -> None:
+        model = _scored_model(tmp_path / "sigmoid.onnx", "Sigmoid")  # 各値は 0〜1 だが行和は 1.5
+        with pytest.raises(ModelLoadError, match="not a probability distribution"):
+            OnnxClassifier(model, label_path)
+
+    def test_non_finite_output_on_the_probe_is_refused(
+        self, tmp_path: Path, label_path: Path
+    ) -> None:
+        model = _scored_model(tmp_path / "log.onnx", "Log")  # log(0) = -inf
+        with pytest.raises(ModelLoadError, match="not finite"):
+            OnnxClassifier(model, label_path)
+
+    @pytest.mark.parametrize("rows", [1, SMALL_BATCH_ROWS + 1], ids=["small", "large"])
+    def test_non_finite_output_at_request_time_is_an_error(
+        self, tmp_path: Path, label_path: Path, rows: int
+    ) -> None:
+        classifier = OnnxClassifier(_scored_model(tmp_path / "sqrt.onnx", "Sqrt"), label_path)
+        good = np.ones((rows, 3), dtype=np.float32)
+        assert np.isfinite(classifier.predict_proba(good)).all()
+        bad = good.copy()
+        bad[-1, 0] = -1.0  # sqrt(-1) = NaN
+        with pytest.raises(NonFiniteOutputError, match="non-finite") as info:
+            classifier.predict_proba(bad)
+        assert info.value.status_code == 500
+
+    def test_api_never_answers_200_with_non_finite_probabilities(
+        self, tmp_path: Path, label_path: Path, make_settings: Any
+    ) -> None:
+        from fastapi.testclient import TestClient
+
+        from model_in_image.api.app import create_app
+
+        model = _scored_model(tmp_path / "sqrt.onnx", "Sqrt")
+        settings = make_settings(model_filepath=model, label_filepath=label_path)
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/predict", json={"data": [[1, 1, 1]]}).status_code == 200
+            response = client.post("/predict", json={"data": [[-1, 1, 1]]})
+            assert response.status_code == 500
+            assert "non-finite" in response.json()["detail"]
+            v2 = {
+                "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [-1, 1, 1]}]
+            }
+            response = client.post("/v2/models/sqrt/infer", json=v2)
+            assert response.status_code == 500
+            assert "non-finite" in response.json()["error"]
+
+
+class TestLabelFileRules:
+    """ラベルファイル：重複・空の名前・大きすぎるファイルは拒否する。"""
+
+    @pytest.mark.parametrize(
+        ("labels", "message"),
+        [
+            ({"0": "setosa", "1": "setosa", "2": "setosa"}, "unique"),
+            ({"0": "setosa", "1": " ", "2": "virginica"}, "must not be empty"),
+            ({"0": "setosa", "1": "", "2": "virginica"}, "must not be empty"),
+        ],
+        ids=["duplicates", "blank", "empty"],
+    )
+    def test_bad_names(
+        self, tmp_path: Path, model_path: Path, labels: dict[str, str], message: str
+    ) -> None:
+        with pytest.raises(ModelLoadError, match=message):
+            OnnxClassifier(model_path, write_labels(tmp_path / "labels.json", labels))
+
+    def test_oversized_file_is_refused_before_parsing(
+        self, tmp_path: Path, model_path: Path
+    ) -> None:
+        path = tmp_path / "labels.json"
+        huge = {"0": "a" * MAX_LABEL_FILE_BYTES, "1": "b", "2": "c"}
+        path.write_text(json.dumps(huge), encoding="utf-8")
+        with pytest.raises(ModelLoadError, match="over the limit"):
+            OnnxClassifier(model_path, path)
+
+
+def test_runtime_warnings_are_silenced_before_the_session(
+    monkeypatch: pytest.MonkeyPatch, model_path: Path, label_path: Path
+) -> None:
+    """ORT の既定のロガーは色付きの平文を標準エラーに書く（JSON のログを壊す）：誤りだけにする。"""
+    calls: list[str] = []
+    real_session = ort.InferenceSession
+    monkeypatch.setattr(
+        ort, "set_default_logger_severity", lambda level: calls.append(f"severity {level}")
+    )
+
+    def session(*args: Any, **kwargs: Any) -> Any:
+        calls.append("session")
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    OnnxClassifier(model_path, label_path)
+    assert calls == ["severity 3", "session"]
