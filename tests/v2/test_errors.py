@@ -218,3 +218,21 @@ def test_model_fault_is_500_without_details(
     response = client.post(INFER, json=infer_body(SETOSA))
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "fragment"),
+    [
+        ({HEADER: "9" * 5000}, b'{"inputs": []}', "at most 18 digits"),
+        (
+            {"content-type": "application/json"},
+            b'{"inputs": [{"name": "x", "shape": [' + b"9" * 4300 + b', 4], "datatype": "FP32"}]}',
+            "invalid inference request",
+        ),
+    ],
+    ids=["header-length-5000-digits", "shape-4300-digits"],
+)
+def test_huge_integers_are_400_not_500(
+    client: TestClient, headers: dict[str, str], body: bytes, fragment: str
+) -> None:
+    assert_error(client.post(INFER, content=body, headers=headers), 400, fragment)

@@ -28,7 +28,8 @@ OUTPUT_NAMES = (PROBABILITIES, LABEL)
 DATATYPE_TO_NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 ONNX_TO_DATATYPE = {"tensor(float)": "FP32", "tensor(double)": "FP64"}
 
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+# 形の次元とバイト数（大きな整数は文字列にできず 500 になるので、型の段階で 2^31 未満に限る）
+NonNegative = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
 
 
 # --- 受信ボディ（msgspec：真偽値を数値として受け付けない厳密な検証） ---

@@ -32,6 +32,7 @@ EXTENSIONS = ("binary_tensor_data",)
 PLATFORM = "onnx_onnxv1"
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = b"application/octet-stream"
+MAX_LENGTH_DIGITS = 18
 
 _ACCEPTED_MEDIA = (b"application/json", OCTET_STREAM)
 _SERVER_METADATA = Response(
@@ -93,11 +94,13 @@ def header_length_of(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
                 f"Content-Encoding {value.decode('latin-1')!r} is not supported"
             )
         elif name == HEADER_LENGTH:
-            if not value.strip().isdigit():
+            digits = value.strip()
+            if not digits.isdigit() or len(digits) > MAX_LENGTH_DIGITS:
                 raise codec.bad_request(
-                    "Inference-Header-Content-Length must be a non-negative integer"
+                    "Inference-Header-Content-Length must be a non-negative integer "
+                    f"of at most {MAX_LENGTH_DIGITS} digits"
                 )
-            length = int(value)
+            length = int(digits)
     return length
 
 
@@ -185,7 +188,14 @@ class V2API:
                 "server_metadata",
                 schemas.ServerMetadataResponse,
             ),
-            _route("GET", "/v2/health/live", self.server_live, "server_live", schemas.LiveResponse),
+            _route(
+                "GET",
+                "/v2/health/live",
+                self.server_live,
+                "server_live",
+                schemas.LiveResponse,
+                probe=True,
+            ),
             _route(
                 "GET",
                 "/v2/health/ready",
@@ -193,6 +203,7 @@ class V2API:
                 "server_ready",
                 schemas.ReadyResponse,
                 _errors(503),
+                probe=True,
             ),
         ]
         lookup_errors = _errors(404, 503)
@@ -266,6 +277,7 @@ def _route(
     params: dict[str, PathParamDoc] | None = None,
     *,
     extra: Extra = None,
+    probe: bool = False,
 ) -> Route:
     """{"error"} 形式の誤りを返す V2 のルート（要約は docstring の最初の句）。"""
     doc: str = handler.__doc__ or ""
@@ -279,7 +291,7 @@ def _route(
         openapi_extra=extra,
         path_params=params or {},
     )
-    return Route(method, path, handler, error_response, route_doc)
+    return Route(method, path, handler, error_response, route_doc, probe=probe)
 
 
 def _errors(*codes: int) -> Responses:
