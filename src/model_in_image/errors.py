@@ -54,3 +54,9 @@ class NotReadyError(ModelServerError):
     """モデルがまだ（または既に）推論できない状態（503）。"""
 
     status_code = 503
+
+
+class OverloadedError(ModelServerError):
+    """処理待ちが受け入れの上限に達した（503、Retry-After 付き）。"""
+
+    status_code = 503

@@ -45,6 +45,13 @@ def observe_many(histogram: Any, values: Sequence[float]) -> None:
     histogram._sum.inc(float(sum(values)))
 
 
+def mark_worker_dead(pid: int) -> None:
+    """死んだワーカーのゲージ（livesum など）のファイルを消す（カウンタは合計に残る）。"""
+    directory = multiprocess_dir()
+    if directory is not None:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
 def multiprocess_dir() -> str | None:
     """マルチプロセスモードのディレクトリ（無ければ単一プロセス）。"""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
@@ -87,6 +94,11 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=reg,
         )
+        self.rejections = Counter(
+            "model_in_image_requests_rejected",
+            "受け入れ制御（MAX_IN_FLIGHT_REQUESTS）で 503 にしたリクエスト数",
+            registry=reg,
+        )
         info = Gauge(
             "model_in_image_model_info",
             "提供中のモデル（値は常に 1）",
@@ -96,6 +108,7 @@ class Metrics:
         )
         info.labels(model_name, model_sha256, version).set(1)
         self.active = 0  # 処理中のリクエスト数（反映時に in_flight へ）
+        self.rejected = 0  # 受け入れ制御で断った数（反映時に rejections へ）
         # 観測値は GC の追跡しない形（array と件数の辞書）で積む。リクエストごとのタプルを
         # リストに溜めた版では、負荷の最中に完全 GC（約 40 ms）が走り、1 ワーカーの p99 が跳ねた
         self._counts: dict[tuple[str, str, int], int] = {}
@@ -129,6 +142,9 @@ class Metrics:
         rows, self._inference_rows = self._inference_rows, array("d")
         self._pending = 0
         self.in_flight.set(self.active)
+        rejected, self.rejected = self.rejected, 0
+        if rejected:
+            self.rejections.inc(rejected)
         for (route, method, status), count in counts.items():
             self.requests.labels(route, method, str(status)).inc(count)
         for (route, method), values in durations.items():

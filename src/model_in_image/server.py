@@ -13,8 +13,10 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from model_in_image.api.app import create_app
-from model_in_image.dataplane import load_dataplane
+from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.errors import ModelServerError
 from model_in_image.logconfig import logging_config
+from model_in_image.metrics import mark_worker_dead
 from model_in_image.settings import Settings
 from model_in_image.transport.connection import (
     ConnectionLimits,
@@ -32,17 +34,29 @@ def app_from_env() -> object:
     return create_app(Settings())
 
 
-def uvicorn_config(settings: Settings, *, multiprocess: bool) -> ServerConfig:
-    """設定から uvicorn の設定を作る（接続の上限も config で各接続に届く）。"""
-    app: object = "model_in_image.server:app_from_env" if multiprocess else create_app(settings)
+def uvicorn_config(
+    settings: Settings, *, multiprocess: bool, dataplane: DataPlane | None = None
+) -> ServerConfig:
+    """設定から uvicorn の設定を作る（接続の上限も config で各接続に届く）。
+
+    1 プロセスなら dataplane（読み込み済みのモデル）をそのまま使う。複数ワーカーでは
+    ワーカーごとに環境変数から読み込む。
+    """
+    app: object = (
+        "model_in_image.server:app_from_env" if multiprocess else create_app(settings, dataplane)
+    )
     return ServerConfig(
         app,
-        limits=ConnectionLimits(request_timeout=settings.request_timeout_seconds),
+        limits=ConnectionLimits(
+            request_timeout=settings.request_timeout_seconds,
+            max_header_bytes=settings.max_header_bytes,
+            max_url_bytes=settings.max_url_bytes,
+        ),
         factory=multiprocess,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        loop="uvloop",
+        loop="model_in_image.transport.eventloop:Loop",
         http=GuardedHttpToolsProtocol,
         lifespan="on",
         log_config=logging_config(
@@ -57,20 +71,70 @@ def uvicorn_config(settings: Settings, *, multiprocess: bool) -> ServerConfig:
 
 
 def serve(settings: Settings) -> int:
-    """サーバーを起動し、終了コードを返す（SIGTERM での正常終了は 0）。"""
+    """サーバーを起動し、終了コードを返す（SIGTERM での正常終了は 0）。
+
+    モデルは待ち受けを始める前に読み込んで確かめる。読めなければワーカー数によらず、
+    理由を設定のログ形式で 1 行だけ書いて STARTUP_FAILURE で終わる。
+    """
     # uvicorn は終了後に受けたシグナルを再送する：既定動作（143 で終了）にしない
     signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        dataplane = load_dataplane(settings)
+    except ModelServerError as exc:
+        logger.critical("start-up failed: %s", exc.message)
+        return STARTUP_FAILURE
     multiprocess = settings.workers > 1
-    config = uvicorn_config(settings, multiprocess=multiprocess)
+    config = uvicorn_config(
+        settings, multiprocess=multiprocess, dataplane=None if multiprocess else dataplane
+    )
     server = uvicorn.Server(config)
     if not multiprocess:
-        server.run()
+        sock = config.bind_socket()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
         return 0 if server.started else STARTUP_FAILURE
     config.configure_logging()
-    load_dataplane(settings)  # ワーカーを起動する前に一度検証して即座に失敗させる
     with prometheus_multiprocess_dir():
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-    return 0
+        supervisor = Supervisor(config, sockets=[config.bind_socket()])
+        supervisor.run()
+    return STARTUP_FAILURE if supervisor.startup_failed else 0
+
+
+class Supervisor(Multiprocess):
+    """uvicorn のワーカー管理に、終了と故障の扱いを足したもの。
+
+    - 終了：ワーカーに SIGTERM を送った後、親の待ち受けソケットを閉じる（親が持ったままだと、
+      ワーカーがドレインを終えて閉じた後もカーネルが接続を受け付け、応答されずに切れる）。
+    - SIGHUP：1 ワーカーのときと同じく SIGTERM と同じ正常終了（ワーカーはドレインする）。
+    - 死んだワーカー：置き換えるときにその PID のメトリクスのファイルを片付ける
+      （処理中のゲージが死んだワーカーの値のまま残らない）。
+    """
+
+    @property
+    def startup_failed(self) -> bool:
+        """ワーカーが起動に失敗して止まったか。"""
+        return any(process.exitcode == STARTUP_FAILURE for process in self.processes)
+
+    def terminate_all(self) -> None:
+        """ワーカーに SIGTERM を送り、親の待ち受けソケットを閉じる。"""
+        super().terminate_all()
+        for sock in self.sockets:
+            sock.close()
+
+    def handle_hup(self) -> None:
+        """SIGHUP は SIGTERM と同じ。"""
+        logger.info("Received SIGHUP, exiting gracefully like SIGTERM.")
+        self.should_exit.set()
+
+    def keep_subprocess_alive(self) -> None:
+        """死んだワーカーを置き換え、そのメトリクスのファイルを片付ける。"""
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                mark_worker_dead(pid)
 
 
 @contextmanager

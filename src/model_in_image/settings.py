@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # 入力の上限
     max_batch_rows: int = Field(default=1000, ge=1, le=1_000_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    max_header_bytes: int = Field(default=65_536, ge=1024, le=16_777_216)
+    max_url_bytes: int = Field(default=16_384, ge=256, le=16_777_216)
+    # 受け入れ制御：ワーカーごとの処理待ちのリクエストがこれ以上なら 503（プローブは除く）
+    max_in_flight_requests: int = Field(default=256, ge=1, le=1_000_000)
 
     # ONNX Runtime
     ort_intra_op_threads: int = Field(default=1, ge=1, le=256)

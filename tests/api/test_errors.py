@@ -48,6 +48,31 @@ def test_post_on_get_route_is_405(client: TestClient) -> None:
     assert response.status_code == 405
 
 
+@pytest.mark.parametrize("path", ["/predict/", "/predict/label/", "/health/", "/v2/"])
+def test_trailing_slash_is_not_redirected(client: TestClient, path: str) -> None:
+    """307 で転送すると Location にクライアントの Host が写る：転送せず 404。"""
+    response = client.post(path, json=SETOSA, headers={"host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/health", "/metadata", "/label", "/livez", "/v2", "/metrics"])
+def test_head_on_get_routes_is_200_without_a_body(client: TestClient, path: str) -> None:
+    get = client.get(path)
+    head = client.head(path)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    if path != "/metrics":  # メトリクスは呼ぶたびに値が変わる
+        assert head.headers["content-length"] == str(len(get.content))
+
+
+def test_head_on_post_route_is_405(client: TestClient) -> None:
+    response = client.head("/predict")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
 @pytest.mark.parametrize("path", ["/nope", "/predict/test/extra", "/Health", "/v1/predict"])
 def test_unknown_path_is_404_json(client: TestClient, path: str) -> None:
     response = client.get(path)

@@ -227,8 +227,8 @@ def test_serve_with_workers_and_a_missing_model_fails(
     cli_env: pytest.MonkeyPatch, tmp_path: Path, capsys: Capture
 ) -> None:
     cli_env.setenv("MODEL_FILEPATH", str(tmp_path / "missing.onnx"))
-    assert main(["serve", "--workers", "2", "--port", "8766"]) == 1
-    assert "model file not found" in capsys.readouterr().err
+    assert main(["serve", "--workers", "2", "--port", "8766"]) == 3  # 1 ワーカーと同じ
+    assert "model file not found" in capsys.readouterr().out  # serve のログは標準出力
 
 
 def test_version(capsys: Capture) -> None:

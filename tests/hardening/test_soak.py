@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import pytest
 
+from support.net import rss_kb
 from support.samples import JSON, V2_INFER
 from support.servers import LiveServer, start_server
 
@@ -141,14 +142,6 @@ def _run(server: LiveServer, seconds: float, tally: Tally) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=seconds + 60)
-
-
-def rss_kb(pid: int) -> int:
-    """/proc/PID/status の VmRSS（KiB）。"""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 @pytest.fixture

@@ -39,5 +39,8 @@ def server_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # 古いコードのサーバーに同じテストを当てる（例：MII_SERVER_SRC=/tmp/old/src で修正前を再現）
+    if os.environ.get("MII_SERVER_SRC"):
+        env["PYTHONPATH"] = os.environ["MII_SERVER_SRC"]
     env.update(overrides or {})
     return env

@@ -1,4 +1,4 @@
-"""127.0.0.1 の空きポートと、条件が満たされるまでの待機。"""
+"""127.0.0.1 の空きポート・プロセスの RSS・条件が満たされるまでの待機。"""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 HOST = "127.0.0.1"
 
@@ -31,6 +32,14 @@ def get_status(port: int, path: str, timeout: float = 2.0) -> int:
         return 0
     finally:
         conn.close()
+
+
+def rss_kb(pid: int) -> int:
+    """/proc/PID/status の VmRSS（KiB）。"""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def wait_for(

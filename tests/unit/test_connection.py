@@ -1,4 +1,8 @@
-"""GuardedHttpToolsProtocol：止まった接続の切断とヘッダの上限（同一プロセスの実サーバー）。"""
+"""接続の保護（GuardedHttpToolsProtocol）と accept（eventloop.Listener）：同一プロセスの実サーバー。
+
+サブプロセスのサーバーでの振る舞い（メモリ・過負荷・シグナル）は tests/hardening にある。
+ここでは同じ規則をプロセス内で確かめる（速く、カバレッジにも数えられる）。
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,23 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
 
 from model_in_image.api.app import create_app
 from model_in_image.server import uvicorn_config
-from model_in_image.transport.connection import MAX_HEADER_BYTES
+from model_in_image.transport.connection import (
+    IN_FLIGHT,
+    ConnectionLimits,
+    GuardedHttpToolsProtocol,
+    ServerConfig,
+    begin_drain,
+    reset_drain,
+)
 from support.apps import SettingsFactory
-from support.net import free_port
+from support.net import free_port, wait_for
 
 TIMEOUT = 0.5
 
@@ -22,11 +34,14 @@ TIMEOUT = 0.5
 @pytest.fixture
 def server(make_settings: SettingsFactory) -> Iterator[int]:
     """REQUEST_TIMEOUT_SECONDS=0.5 のサーバーをスレッドで動かし、ポートを返す。"""
-    settings = make_settings(port=free_port(), request_timeout_seconds=TIMEOUT)
+    settings = make_settings(
+        port=free_port(), request_timeout_seconds=TIMEOUT, max_header_bytes=4096, max_url_bytes=1024
+    )
     config = uvicorn_config(settings, multiprocess=False)
     config.log_config = None
     instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
+    sock = config.bind_socket()  # serve() と同じく待ち受けソケットを渡す（eventloop.Listener）
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not instance.started and time.monotonic() < deadline:
@@ -35,6 +50,8 @@ def server(make_settings: SettingsFactory) -> Iterator[int]:
     yield settings.port
     instance.should_exit = True
     thread.join(timeout=10)
+    sock.close()
+    reset_drain()
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -72,7 +89,7 @@ def test_complete_request_is_served_and_kept_alive(server: int) -> None:
 
 
 def test_oversized_headers_close_the_connection(server: int) -> None:
-    filler = b"X-Filler: " + b"a" * (MAX_HEADER_BYTES + 1) + b"\r\n"
+    filler = b"X-Filler: " + b"a" * (4096 + 1) + b"\r\n"
     with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
         try:
             sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n" + filler + b"\r\n")
@@ -83,3 +100,104 @@ def test_oversized_headers_close_the_connection(server: int) -> None:
 
 def test_app_is_reachable_through_the_factory(make_settings: SettingsFactory) -> None:
     assert create_app(make_settings()).settings.request_timeout_seconds == 30.0
+
+
+def exchange(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
+    """送って、サーバーが閉じるまで読む。"""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        sender.join(timeout=timeout)
+    return received
+
+
+def status_of(response: bytes) -> bytes:
+    """応答の最初のステータスコード。"""
+    return response.split(b"\r\n", 1)[0].split(b" ")[1]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"GET /livez?" + b"a" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", b"414"),
+        (b"GET /livez HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 5000 + b"\r\n\r\n", b"431"),
+        (b"GET /livez HTTP/1.1\r\nHost: a\r\n" + b"X-B: c\r\n" * 1000 + b"\r\n", b"431"),
+        (b"GET /livez HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /livez HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
+    ],
+    ids=["long-url", "long-header", "many-headers", "no-host", "two-hosts"],
+)
+def test_head_rules_answer_and_close(server: int, payload: bytes, status: bytes) -> None:
+    response = exchange(server, payload)
+    assert status_of(response) == status, response[:200]
+    assert b"connection: close" in response
+    assert response.endswith(b'"}')  # JSON の detail
+
+
+def test_head_streamed_in_pieces_is_cut_at_the_limit(server: int) -> None:
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\nX-A: ")
+        try:
+            for _ in range(100):
+                sock.sendall(b"a" * 1000)
+                time.sleep(0.001)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = sock.recv(4096)
+    assert status_of(response) == b"431"
+
+
+def test_pipelined_requests_beyond_the_bound_wait_and_are_all_answered(server: int) -> None:
+    count = 500  # 1 つの受信で MAX_PIPELINED を超える
+    request = b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n"
+    response = exchange(
+        server, request * count + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    )
+    assert response.count(b"HTTP/1.1 200 OK") == count + 1
+
+
+def test_drain_closes_idle_connections_and_answers_with_connection_close(server: int) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", server), timeout=5) as busy,
+        socket.create_connection(("127.0.0.1", server), timeout=5) as idle,
+    ):
+        for sock in (busy, idle):
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert b"connection: close" not in sock.recv(4096)
+        begin_drain()
+        busy.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert b"connection: close" in busy.recv(4096)
+        assert closed_within(idle, 2.0)  # DRAIN_IDLE_SECONDS の後
+
+
+def test_request_extensions_carry_the_in_flight_count(
+    server: int, make_settings: SettingsFactory
+) -> None:
+    """受け入れ制御の入力：scope["extensions"] に処理待ちの数が入る（この接続の分は含まない）。"""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["extensions"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = ServerConfig(app, limits=ConnectionLimits(), lifespan="off", log_config=None)
+    config.http = GuardedHttpToolsProtocol
+    instance = uvicorn.Server(config)
+    sock = config.bind_socket()
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: instance.started, 10.0, "server start")
+        exchange(config.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert seen == [{IN_FLIGHT: 0}]
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

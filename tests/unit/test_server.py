@@ -16,7 +16,7 @@ from support.apps import SettingsFactory
 
 def test_single_process_config(make_settings: SettingsFactory) -> None:
     config = uvicorn_config(make_settings(port=8123, host="0.0.0.0"), multiprocess=False)
-    assert config.loop == "uvloop"
+    assert config.loop == "model_in_image.transport.eventloop:Loop"
     assert config.http is GuardedHttpToolsProtocol
     assert isinstance(config, ServerConfig)
     assert config.limits.request_timeout == 30.0

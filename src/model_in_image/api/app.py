@@ -30,6 +30,7 @@ from model_in_image.errors import ModelServerError
 from model_in_image.metrics import Metrics
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
+from model_in_image.transport.connection import begin_drain, reset_drain
 from model_in_image.transport.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class ModelServerApp:
                 )
             )
             self._schedule_flush()
+        reset_drain()  # 同じプロセスで前に動いたサーバーのドレインを持ち越さない
         self._restore_signal = install_drain_handler(
             self.state, self.settings.shutdown_drain_seconds
         )
@@ -158,9 +160,16 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelS
         default_response_class=ORJSONResponse,
         docs_url=None,
         redoc_url=None,
+        # 末尾のスラッシュ違いは 307 で転送しない（Location にクライアントの Host を写さない）
+        redirect_slashes=False,
     )
     routes = [*seed.routes(), *Probes(state).routes(), *v2.routes()]
-    dispatcher = Dispatcher(routes, api, max_body=settings.max_body_bytes)
+    dispatcher = Dispatcher(
+        routes,
+        api,
+        max_body=settings.max_body_bytes,
+        max_in_flight=settings.max_in_flight_requests,
+    )
     register_routes(api, dispatcher)
     register_docs(api)
 
@@ -173,26 +182,35 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelS
 
 
 def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:
-    """SIGTERM で readiness を即座に 503 にし、drain_seconds 後に uvicorn の終了処理へ渡す。"""
+    """SIGTERM・SIGHUP でドレインを始め、drain_seconds 後に uvicorn の終了処理（SIGTERM）へ渡す。
+
+    ドレイン中は readiness が 503、応答には Connection: close が付き、アイドルの接続は閉じる
+    （クライアントは別の Pod に繋ぎ直す）。SIGHUP もコンテナでは終了の合図として同じに扱う。
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous: SignalHandler = signal.getsignal(signal.SIGTERM)
+    previous_hup: SignalHandler = signal.getsignal(signal.SIGHUP)
     loop = asyncio.get_running_loop()
 
-    def forward(signum: int, frame: FrameType | None) -> None:
+    def forward(frame: FrameType | None) -> None:
         if callable(previous):
-            previous(signum, frame)
+            previous(signal.SIGTERM, frame)
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if state.draining:  # 2 回目は即座に終了処理へ
-            forward(signum, frame)
+            forward(frame)
             return
         state.draining = True
-        logger.info("SIGTERM: readiness is now 503; draining for %.1f s", drain_seconds)
-        loop.call_soon_threadsafe(loop.call_later, drain_seconds, forward, signum, frame)
+        logger.info("%s: readiness is now 503; draining for %.1f s", name, drain_seconds)
+        loop.call_soon_threadsafe(begin_drain)
+        loop.call_soon_threadsafe(loop.call_later, drain_seconds, forward, frame)
 
     def restore() -> None:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     return restore

@@ -47,8 +47,12 @@ class Probes:
         """プローブとメトリクスのルート表。"""
         probe = schemas.ProbeResponse
         return [
-            seed_route("GET", "/livez", self.livez, "liveness プローブ", probe, "health"),
-            seed_route("GET", "/readyz", self.readyz, "readiness プローブ", probe, "health"),
+            seed_route(
+                "GET", "/livez", self.livez, "liveness プローブ", probe, "health", probe=True
+            ),
+            seed_route(
+                "GET", "/readyz", self.readyz, "readiness プローブ", probe, "health", probe=True
+            ),
             seed_route(
                 "GET",
                 "/metrics",

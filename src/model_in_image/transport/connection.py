@@ -1,22 +1,45 @@
-"""HTTP 接続の保護：遅い・止まったクライアントと大きすぎるヘッダ（uvicorn の httptools の拡張）。
+"""HTTP 接続の保護（uvicorn の httptools 実装の拡張）：1 つの接続で Pod を倒させない規則。
 
-uvicorn の keep-alive タイムアウトは応答の後にしか働かないため、ヘッダやボディの途中で
-止まったクライアントは接続を持ち続け、SIGTERM での終了も妨げる。ここでは接続直後と
-リクエストの開始からリクエスト全体を受け取るまでに期限を設け、ヘッダの大きさも制限する。
+- 受信の期限：接続直後とリクエストの開始から、リクエスト全体を受け取るまで（遅い・止まった
+  クライアント）。応答を読まないクライアントへの書き込みも同じ期限で打ち切る。
+- 受信中の上限：URL とヘッダの大きさは受け取る途中で数え、超えたら 414 / 431 を返して閉じる
+  （httptools は断片を連結して保持するため、上限を後で確かめるとその間のコピーと記憶が無制限）。
+- パイプライン：受け取り済みで未処理のリクエストがある間は読み込みを止める（応答を読まずに
+  送り続けるクライアントの分を記憶に溜めない）。
+- Host：HTTP/1.1 で Host が無い・2 つ以上なら 400（RFC 9112 §3.2）。
+- 処理待ちの数：ASGI の拡張 scope["extensions"][IN_FLIGHT] で、リクエストを受け取った時点の
+  このワーカーの処理待ち（アプリに渡して終わっていないリクエスト）の数を渡す。受け入れるかは
+  アプリが決める（uvicorn の tasks は終わったタスクを次の周回まで含むので使わない）。
+- ドレイン：begin_drain() の後は応答に Connection: close を付け、アイドルの keep-alive 接続を
+  短い猶予で閉じる。終了時、まだ 1 件も受け取っていない接続はリクエストを待ってから閉じる。
+
 設定は uvicorn と同じく config（ServerConfig）から各接続に届く。
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState as UvicornServerState
 
 MAX_HEADER_BYTES = 64 * 1024
+MAX_URL_BYTES = 16 * 1024
+IN_FLIGHT = "model_in_image.in_flight"
+# 1 つの接続で受け取って処理を待たせておくリクエストの数の目安と、パーサに一度に渡す大きさ
+MAX_PIPELINED = 16
+FEED_SLICE = 8192
+# ドレイン中のアイドル接続の猶予と、1 件も受け取っていない接続が最初のリクエストを送る猶予（秒）
+DRAIN_IDLE_SECONDS = 0.5
+FIRST_REQUEST_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +48,7 @@ class ConnectionLimits:
 
     request_timeout: float = 30.0
     max_header_bytes: int = MAX_HEADER_BYTES
+    max_url_bytes: int = MAX_URL_BYTES
 
 
 class ServerConfig(uvicorn.Config):
@@ -35,8 +59,67 @@ class ServerConfig(uvicorn.Config):
         self.limits = limits
 
 
+class _Connections:
+    """このプロセスの接続とドレインの状態（シグナルはプロセス単位なのでここもプロセス単位）。"""
+
+    def __init__(self) -> None:
+        self.live: weakref.WeakSet[GuardedHttpToolsProtocol] = weakref.WeakSet()
+        self.draining = False
+        # アプリに渡したが終わっていないリクエストの数（実行待ちを含む）
+        self.in_flight = 0
+
+
+_CONNECTIONS = _Connections()
+
+
+def begin_drain() -> None:
+    """ドレインを始める：以後の応答は Connection: close、アイドルの接続は猶予の後に閉じる。"""
+    _CONNECTIONS.draining = True
+    for connection in list(_CONNECTIONS.live):
+        connection.start_draining()
+
+
+def reset_drain() -> None:
+    """ドレインの状態を戻す（同じプロセスでサーバーを起動し直すとき）。"""
+    _CONNECTIONS.draining = False
+
+
+async def _counted(app: ASGI3Application, scope: Any, receive: Any, send: Any) -> None:
+    """アプリを実行し、終わったら処理待ちの数を減らす。"""
+    try:
+        await app(scope, receive, send)
+    finally:
+        _CONNECTIONS.in_flight -= 1
+
+
+class _Rejected(Exception):  # noqa: N818 - 応答で終わるので誤りではない
+    """受信中に見つけた規則違反（この応答を返して接続を閉じる）。"""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+_REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class _PipelineFlowControl(FlowControl):
+    """処理待ちのパイプラインがある間は読み込みを再開しない FlowControl。"""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        super().__init__(transport)
+        self._protocol = weakref.ref(protocol)
+
+    def resume_reading(self) -> None:
+        """パイプラインが空のときだけ読み込みを再開する。"""
+        protocol = self._protocol()
+        if protocol is None or not (protocol.pipeline or protocol.has_unparsed):
+            super().resume_reading()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """REQUEST_TIMEOUT_SECONDS 以内にリクエストを受け取れない接続と、大きすぎるヘッダを閉じる。"""
+    """上の規則を加えた httptools の HTTP/1.1 プロトコル。"""
 
     def __init__(
         self,
@@ -48,7 +131,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = config.limits if isinstance(config, ServerConfig) else ConnectionLimits()
         self._deadline: asyncio.TimerHandle | None = None
-        self._header_bytes = 0
+        self._write_deadline: asyncio.TimerHandle | None = None
+        self._in_head = False
+        self._head_received = 0
+        self._header_sum = 0
+        self._url_bytes = 0
+        self._hosts = 0
+        self._served = 0
+        self._unparsed = memoryview(b"")
+
+    # --- 期限 ---
 
     def _arm(self) -> None:
         self._disarm()
@@ -65,31 +157,199 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.logger.debug("closing a connection that did not send a request in time")
             self.transport.close()
 
+    def _write_expired(self) -> None:
+        self._write_deadline = None
+        self.logger.debug("aborting a connection that did not read its responses in time")
+        self.transport.abort()
+
+    # --- 接続 ---
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """接続直後から期限を数える。"""
+        """期限を数え始め、パイプラインを制限する FlowControl に替える。"""
         super().connection_made(transport)
+        self.flow = _PipelineFlowControl(transport, self)
+        _CONNECTIONS.live.add(self)
         self._arm()
+        if _CONNECTIONS.draining:
+            self.start_draining()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """期限を解除する。"""
         self._disarm()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+        _CONNECTIONS.live.discard(self)
         super().connection_lost(exc)
 
+    def pause_writing(self) -> None:
+        """書き込みが詰まったら期限内に読まれなければ接続を捨てる。"""
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(
+                self.limits.request_timeout, self._write_expired
+            )
+
+    def resume_writing(self) -> None:
+        """書き込みが流れたら期限を解除する。"""
+        super().resume_writing()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    # --- 受信 ---
+
+    def data_received(self, data: bytes) -> None:
+        """受け取ったバイト列をパーサに渡す。"""
+        self._unset_keepalive_if_required()
+        self._consume(memoryview(data))
+
+    def _consume(self, data: memoryview) -> None:
+        """少しずつパーサに渡す。処理待ちのパイプラインが多ければ残りを取っておき読み込みを止め、
+        ヘッダの途中なら上限までしか渡さず、超えるなら 414 / 431 で閉じる。"""
+        while data and self.parser is not None and not self.transport.is_closing():
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self._unparsed = data
+                self.flow.pause_reading()
+                return
+            size = FEED_SLICE
+            if self._in_head:
+                room = self.limits.max_header_bytes - self._head_received
+                if room <= 0:
+                    self._reject(self._head_too_large())
+                    return
+                size = min(size, room)
+            part, data = data[:size], data[size:]
+            if self._in_head:
+                self._head_received += len(part)
+            self._feed(part)
+
+    def _feed(self, data: memoryview) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, _Rejected):
+                raise
+            self._reject(cause)
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+
+    def _head_too_large(self) -> _Rejected:
+        if not self.headers:  # まだ最初のヘッダも届いていない：リクエスト行が長すぎる
+            return _Rejected(414, f"request line exceeds {self.limits.max_header_bytes} bytes")
+        return _Rejected(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
+
+    def _reject(self, rejection: _Rejected) -> None:
+        """JSON の誤りを返して接続を閉じる（以後の受信は捨てる）。"""
+        body = b'{"detail":"' + rejection.detail.encode() + b'"}'
+        status = rejection.status
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
+        )
+        self.transport.close()
+        self.parser = None  # type: ignore[assignment]
+
     def on_message_begin(self) -> None:
-        """新しいリクエストの開始で期限を数え直す。"""
-        self._header_bytes = 0
+        """新しいリクエスト：期限と上限を数え直す。"""
+        self._in_head = True
+        self._head_received = 0
+        self._header_sum = 0
+        self._url_bytes = 0
+        self._hosts = 0
         self._arm()
         super().on_message_begin()
 
+    def on_url(self, url: bytes) -> None:
+        """URL の断片（長すぎれば 414）。"""
+        self._url_bytes += len(url)
+        if self._url_bytes > self.limits.max_url_bytes:
+            raise _Rejected(414, f"URL exceeds {self.limits.max_url_bytes} bytes")
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        """ヘッダの合計が上限を超えたら接続を閉じる。"""
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > self.limits.max_header_bytes:
-            self.transport.close()
-            return
+        """ヘッダ 1 つ（合計が上限を超えれば 431）。"""
+        self._header_sum += len(name) + len(value) + 4  # ": " と CRLF
+        if self._header_sum > self.limits.max_header_bytes:
+            raise _Rejected(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
+        if name.lower() == b"host":
+            self._hosts += 1
         super().on_header(name, value)
 
+    def on_headers_complete(self) -> None:
+        """Host を確かめ、処理待ちの数を渡し、ドレイン中なら応答の後に閉じる。"""
+        self._in_head = False
+        if self._hosts != 1 and self.parser.get_http_version() == "1.1":
+            raise _Rejected(400, "HTTP/1.1 requests need exactly one Host header")
+        self.scope["extensions"] = {IN_FLIGHT: _CONNECTIONS.in_flight}  # type: ignore[dict-item]
+        previous = self.cycle
+        super().on_headers_complete()
+        self._served += 1
+        if _CONNECTIONS.draining and self.cycle is not previous:
+            # 受け取った最後のリクエストだけに Connection: close（先に受け取った分は全部応答する）
+            if previous is not None and not previous.response_started:
+                previous.keep_alive = True
+            self.cycle.keep_alive = False
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        """アプリの実行を数える（受け入れ制御の処理待ちの数）。"""
+        _CONNECTIONS.in_flight += 1
+        super()._start_asgi_task(cycle, partial(_counted, app))
+
     def on_message_complete(self) -> None:
-        """リクエストを受け取り終えたら期限を解除する（以後は keep-alive の期限）。"""
+        """受け取り終えたら期限を解除する（以後は keep-alive の期限）。"""
         self._disarm()
         super().on_message_complete()
+
+    # --- ドレインと終了 ---
+
+    def _idle(self) -> bool:
+        return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+    def start_draining(self) -> None:
+        """処理中なら応答の後に閉じ、アイドルなら短い猶予の後に閉じる。"""
+        if self.transport.is_closing():
+            return
+        if not self._idle():
+            if not self.pipeline and self.cycle is not None:
+                self.cycle.keep_alive = False
+            return
+        self._unset_keepalive_if_required()
+        grace = DRAIN_IDLE_SECONDS if self._served else FIRST_REQUEST_GRACE_SECONDS
+        self.timeout_keep_alive_task = self.loop.call_later(grace, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle() and not self.transport.is_closing():
+            self.transport.close()
+
+    @property
+    def has_unparsed(self) -> bool:
+        """パイプラインが多くて取っておいた受信データがあるか。"""
+        return bool(self._unparsed)
+
+    def on_response_complete(self) -> None:
+        """取っておいた受信データを続けて処理する。ドレイン中は短い猶予の後に閉じる。"""
+        super().on_response_complete()
+        if self._unparsed and len(self.pipeline) < MAX_PIPELINED:
+            data, self._unparsed = self._unparsed, memoryview(b"")
+            self._consume(data)
+            if not self._unparsed and not self.pipeline:
+                self.flow.resume_reading()
+        if _CONNECTIONS.draining and self._idle() and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                DRAIN_IDLE_SECONDS, self._close_if_idle
+            )
+
+    def shutdown(self) -> None:
+        """終了時：まだ 1 件も受け取っていない接続は、最初のリクエストを猶予のあいだ待つ。"""
+        if self._served == 0 and self._idle() and not self.transport.is_closing():
+            _CONNECTIONS.draining = True  # 届いたリクエストには Connection: close で応える
+            self.start_draining()
+            return
+        super().shutdown()

@@ -12,8 +12,9 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_in_image.errors import ModelServerError
+from model_in_image.errors import ModelServerError, OverloadedError
 from model_in_image.metrics import Metrics
+from model_in_image.transport.connection import IN_FLIGHT
 from model_in_image.transport.http import ClientDisconnectedError, Request, Response, send_response
 from model_in_image.transport.routing import Route, Router
 
@@ -23,6 +24,7 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPT
 UNMATCHED = "unmatched"
 DISCONNECTED = 499  # 応答を送る前にクライアントが切断した（nginx の慣例）
 INTERNAL_ERROR = "Internal server error"
+RETRY_AFTER = (b"retry-after", b"1")
 
 
 def method_label(method: str) -> str:
@@ -43,10 +45,18 @@ def method_not_allowed(methods: Iterable[str]) -> Response:
 class Dispatcher:
     """ルート表の照合・実行・誤りの応答・メトリクス。表にないものは fallback へ。"""
 
-    def __init__(self, routes: Iterable[Route], fallback: ASGIApp, *, max_body: int) -> None:
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        fallback: ASGIApp,
+        *,
+        max_body: int,
+        max_in_flight: int | None = None,
+    ) -> None:
         self.router = Router(routes)
         self.fallback = fallback
         self.max_body = max_body
+        self.max_in_flight = max_in_flight
         self.metrics: Metrics | None = None
 
     async def handle(
@@ -99,16 +109,34 @@ class Dispatcher:
             return await self._fallback(scope, receive, send)
         methods, params = found
         method = scope["method"]
-        route = methods.get(method)
-        if route is not None:
-            return route.path, await self.handle(route, params, scope, receive, send)
-        if method == "HEAD" and "GET" in methods:
-            route = methods["GET"]
-            return route.path, await self.handle(route, params, scope, receive, send, head=True)
-        path = next(iter(methods.values())).path
-        response = method_not_allowed(methods)
-        await send_response(send, response)
-        return path, response.status
+        head = method == "HEAD" and method not in methods
+        route = methods.get("GET" if head else method)
+        if route is None:
+            response = method_not_allowed(methods)
+        elif not route.probe and self._overloaded(scope):
+            response = self._reject(route)
+        else:
+            return route.path, await self.handle(route, params, scope, receive, send, head=head)
+        await send_response(send, response, head=head)
+        return (route or next(iter(methods.values()))).path, response.status
+
+    def _overloaded(self, scope: Scope) -> bool:
+        """サーバー（uvicorn の接続）が知らせた処理待ちの数が上限以上か。"""
+        if self.max_in_flight is None:
+            return False
+        extensions = scope.get("extensions")
+        in_flight = extensions.get(IN_FLIGHT) if extensions else None
+        return in_flight is not None and in_flight >= self.max_in_flight
+
+    def _reject(self, route: Route) -> Response:
+        """503 + Retry-After（ルートの API の誤りの形式）。"""
+        if self.metrics is not None:
+            self.metrics.rejected += 1
+        message = f"server is overloaded ({self.max_in_flight} requests in flight); retry later"
+        response = route.errors(OverloadedError(message))
+        return Response(
+            response.status, response.body, response.content_type, (*response.headers, RETRY_AFTER)
+        )
 
     async def _fallback(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
         """FastAPI に渡す。ラベルは Starlette が一致させたルートのパステンプレート。"""

@@ -56,6 +56,8 @@ class Route:
     handler: Handler
     errors: ErrorEncoder
     doc: RouteDoc
+    # 過負荷でも受け入れる（プローブ：安く、応答できなければ Pod が外される・再起動される）
+    probe: bool = False
 
     @property
     def param_names(self) -> list[str]:

@@ -57,6 +57,7 @@ def seed_route(
     *,
     responses: dict[int | str, dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
+    probe: bool = False,
 ) -> Route:
     """{"detail"} 形式の誤りを返すルート（ドキュメントの説明はハンドラの docstring）。"""
     name = getattr(handler, "__name__", "handler")
@@ -69,7 +70,7 @@ def seed_route(
         responses=NOT_READY if responses is None else responses,
         openapi_extra=extra,
     )
-    return Route(method, path, handler, error_response, doc)
+    return Route(method, path, handler, error_response, doc, probe=probe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ class SeedAPI:
                 schemas.HealthResponse,
                 "health",
                 responses=health_responses,
+                probe=True,
             ),
             seed_route(
                 "GET",
