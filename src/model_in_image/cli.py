@@ -152,22 +152,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace, options: dict[str, str]) -> dict[str, str]:
+def _overrides(args: argparse.Namespace, options: dict[str, str]) -> dict[str, Any]:
     """指定されたオプションだけを {設定の項目: 値} にする。"""
     return {
-        name: str(value)
+        name: value
         for option, name in options.items()
         if (value := getattr(args, option, None)) is not None
     }
 
 
-def _export(overrides: dict[str, str]) -> None:
+def _export(overrides: dict[str, Any]) -> None:
     """serve のオプションを環境変数にする。
 
     WORKERS>1 のワーカーは server.app_from_env で環境変数から Settings を作るので、
     オプションが親と同じ意味で届くのはこの経路だけ（親もここから Settings() を作る）。
     """
-    os.environ.update({name.upper(): value for name, value in overrides.items()})
+    os.environ.update({name.upper(): str(value) for name, value in overrides.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _export(overrides | _overrides(args, SERVER_OPTIONS))
             settings = Settings()
         else:
-            settings = Settings(**overrides)  # type: ignore[arg-type]
+            settings = Settings(**overrides)
         # serve 以外は標準出力を結果だけにする（ログは標準エラーへ）
         stream = "stdout" if args.command == "serve" else "stderr"
         logging.config.dictConfig(
