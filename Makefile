@@ -18,25 +18,34 @@ help: ## ターゲット一覧
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
+# ターゲットごとに要る依存グループだけを入れる（uv run は足りないものを足すだけで、ほかは消さない）
+SERVE_RUN := $(UV) run --frozen --no-default-groups
+TRAIN_RUN := $(SERVE_RUN) --group train
+BENCH_RUN := $(SERVE_RUN) --group bench
+# パッケージに同梱する既定のモデル（models/ が元。make train が両方を書く）
+EMBEDDED_MODEL_DIR := src/model_in_image/default_model
+MODEL_FILES := iris_svc.onnx label.json model_card.json
+
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen --all-groups --all-extras
 	@touch $@
 
 .PHONY: install
-install: .venv/.synced ## 依存関係を uv.lock どおりに入れる
+install: .venv/.synced ## 開発・テストの依存関係をすべて uv.lock どおりに入れる
 
 .PHONY: run
-run: install ## モデルを http://127.0.0.1:8000 で提供する（Docker 不要）
-	$(RUN) model-in-image serve
+run: | $(UV) ## モデルを http://127.0.0.1:8000 で提供する（Docker 不要、提供に要る依存だけを入れる）
+	$(SERVE_RUN) model-in-image serve
 
 .PHONY: run-reference
-run-reference: install ## 教科書のモデル（../shared/reference）を提供する
-	MODEL_FILEPATH=../shared/reference/iris_svc.onnx LABEL_FILEPATH=../shared/reference/label.json \
-	SAMPLE_DATA='[[5.1, 3.5, 1.4, 0.2]]' $(RUN) model-in-image serve
+run-reference: | $(UV) ## 教科書のモデル（../shared/reference）を提供する
+	SAMPLE_DATA='[[5.1, 3.5, 1.4, 0.2]]' $(SERVE_RUN) model-in-image serve \
+		--model ../shared/reference/iris_svc.onnx --labels ../shared/reference/label.json
 
 .PHONY: train
-train: install ## Iris SVC を学習して models/ に書き出す（再現可能）
-	$(RUN) model-in-image train --output-dir models
+train: | $(UV) ## Iris SVC を学習して models/ とパッケージ同梱の既定モデルに書き出す（再現可能）
+	$(TRAIN_RUN) model-in-image train --output-dir models
+	cp $(addprefix models/,$(MODEL_FILES)) $(EMBEDDED_MODEL_DIR)/
 
 .PHONY: lint
 lint: install ## ruff（lint と format の確認）

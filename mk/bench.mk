@@ -8,14 +8,18 @@ DURATION ?= 30s
 LOADTEST_ARGS ?=
 
 .PHONY: bench
-bench: install ## floor・教科書・本実装を wrk で比べる（全部、約 15 分、wrk が必要）
-	$(RUN) python -m benchmarks --uv "$(UV)" $(BENCH_ARGS)
+bench: | $(UV) ## floor・教科書・本実装を wrk で比べる（全部、約 15 分、wrk が必要）
+	$(BENCH_RUN) python -m benchmarks --uv "$(UV)" $(BENCH_ARGS)
 
 .PHONY: bench-quick
-bench-quick: install ## ベンチマークの短縮版（約 3 分）
-	$(RUN) python -m benchmarks --quick --uv "$(UV)" $(BENCH_ARGS)
+bench-quick: | $(UV) ## ベンチマークの短縮版（約 3 分）
+	$(BENCH_RUN) python -m benchmarks --quick --uv "$(UV)" $(BENCH_ARGS)
+
+.PHONY: bench-batch
+bench-batch: | $(UV) ## バッチ推論（predict）と最小の numpy + ONNX Runtime のループを 100 万行の CSV で比べる
+	$(SERVE_RUN) python -m benchmarks.batch $(BENCH_ARGS)
 
 .PHONY: loadtest
-loadtest: install ## 動いているサーバーに locust で負荷をかけ目標を確かめる（URL=...）
-	$(RUN) locust -f locustfile.py --headless --only-summary \
+loadtest: | $(UV) ## 動いているサーバーに locust で負荷をかけ目標を確かめる（URL=...）
+	$(BENCH_RUN) locust -f locustfile.py --headless --only-summary \
 		-u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) --host $(URL) $(LOADTEST_ARGS)

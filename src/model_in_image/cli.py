@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import logging.config
 import os
@@ -17,6 +15,17 @@ import orjson
 from pydantic import ValidationError
 
 from model_in_image import __version__
+from model_in_image.batch import (
+    DEFAULT_CHUNK_ROWS,
+    MAX_CHUNK_ROWS,
+    STDIO,
+    BatchOptions,
+    BatchResult,
+    InputFormat,
+    OutputFormat,
+    load_batch_dataplane,
+    run_batch,
+)
 from model_in_image.codecs.seed import encode_metadata
 from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import ModelServerError
@@ -24,6 +33,48 @@ from model_in_image.logconfig import logging_config
 from model_in_image.settings import Settings
 
 EXIT_USAGE = 2
+# 書き込み先のパイプが閉じられた（例 `| head`）：シェルの慣習どおり 128 + SIGPIPE
+EXIT_BROKEN_PIPE = 141
+EXIT_INTERRUPTED = 130
+
+# オプション → 設定の項目（環境変数は項目名の大文字：MODEL_FILEPATH など。オプションが優先）
+MODEL_OPTIONS = {
+    "model": "model_filepath",
+    "labels": "label_filepath",
+    "card": "model_card_filepath",
+}
+SERVER_OPTIONS = {"host": "host", "port": "port", "workers": "workers"}
+
+
+def _model_options() -> argparse.ArgumentParser:
+    """serve・info・predict に共通のモデルの指定（環境変数と同じ意味）。"""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("モデル（省略時は環境変数、それも無ければ同梱の Iris）")
+    group.add_argument(
+        "--model", type=Path, metavar="M.onnx", help="ONNX モデル（MODEL_FILEPATH と同じ）"
+    )
+    group.add_argument(
+        "--labels", type=Path, metavar="L.json", help="ラベルファイル（LABEL_FILEPATH と同じ）"
+    )
+    group.add_argument(
+        "--card",
+        type=Path,
+        metavar="C.json",
+        help="モデルカード（MODEL_CARD_FILEPATH と同じ。既定はモデルと同じフォルダーの "
+        "model_card.json があればそれ）",
+    )
+    return parent
+
+
+def _chunk_rows(text: str) -> int:
+    """--chunk-rows の値（1〜MAX_CHUNK_ROWS の整数）。"""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= MAX_CHUNK_ROWS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CHUNK_ROWS}: {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,38 +83,105 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
+    model = _model_options()
 
-    serve = sub.add_parser("serve", help="REST API を起動する（環境変数 HOST/PORT/WORKERS と同じ）")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve = sub.add_parser("serve", parents=[model], help="REST API を起動する")
+    serve.add_argument("--host", help="待ち受けアドレス（HOST と同じ、既定 127.0.0.1）")
+    serve.add_argument("--port", type=int, help="待ち受けポート（PORT と同じ、既定 8000）")
+    serve.add_argument("--workers", type=int, help="サーバープロセス数（WORKERS と同じ、既定 1）")
 
     train = sub.add_parser("train", help="Iris SVC を学習して ONNX を書き出す")
-    train.add_argument("--output-dir", type=Path, default=Path("models"))
-    train.add_argument("--seed", type=int, default=42)
-
-    predict = sub.add_parser("predict", help="ファイルまたは標準入力の行をオフラインで推論する")
-    predict.add_argument(
-        "input", nargs="?", default="-", help="JSON か CSV のファイル（- は標準入力）"
+    train.add_argument(
+        "--output-dir", type=Path, default=Path("models"), help="書き出し先（既定 models）"
     )
-    predict.add_argument("--format", choices=["auto", "json", "csv"], default="auto")
-    predict.add_argument("--labels", action="store_true", help="確率ではなくラベル名を出力する")
+    train.add_argument("--seed", type=int, default=42, help="乱数の種（既定 42）")
 
-    sub.add_parser("info", help="モデルカードとランタイムが導いた情報を表示する")
+    predict = sub.add_parser(
+        "predict",
+        parents=[model],
+        help="ファイルまたは標準入力の行をオフラインで推論する（大きさの制限なし）",
+        description="行をチャンクごとに読み、ラベルとクラスごとの確率（proba_<ラベル名>）を"
+        "入力の順に書く。メモリはファイルの大きさによらず一定。",
+    )
+    predict.add_argument(
+        "input",
+        nargs="?",
+        default=STDIO,
+        help="入力ファイル（既定 - は標準入力）：CSV（見出し行はあっても無くてもよい）、"
+        "JSON Lines（1 行に 1 つの配列）、シードの JSON ボディ、Parquet",
+    )
+    predict.add_argument("-o", "--output", default=STDIO, help="出力ファイル（既定 - は標準出力）")
+    predict.add_argument(
+        "--format",
+        type=InputFormat,
+        choices=list(InputFormat),
+        default=InputFormat.AUTO,
+        help="入力の形式（既定 auto：拡張子、無ければ内容で決める。json はシードのボディ "
+        '{"data": [[...], ...]}）',
+    )
+    predict.add_argument(
+        "--output-format",
+        type=OutputFormat,
+        choices=list(OutputFormat),
+        default=OutputFormat.AUTO,
+        help="出力の形式（既定 auto：出力ファイルの拡張子 .jsonl/.parquet、それ以外は csv）",
+    )
+    predict.add_argument(
+        "--chunk-rows",
+        type=_chunk_rows,
+        default=DEFAULT_CHUNK_ROWS,
+        metavar="N",
+        help=f"1 回に推論する行数（既定 {DEFAULT_CHUNK_ROWS}、上限 {MAX_CHUNK_ROWS}）",
+    )
+    predict.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="不正な行で止まらず、エラーファイルに書いて続ける（既定は行番号と理由を表示して止まる）",
+    )
+    predict.add_argument(
+        "--errors",
+        metavar="PATH",
+        help="--skip-invalid のエラーファイル（JSON Lines。既定は OUTPUT.errors.jsonl、"
+        "標準出力なら predict-errors.jsonl）",
+    )
+    predict.add_argument(
+        "-q", "--quiet", action="store_true", help="進み具合と最後の集計を表示しない"
+    )
+
+    sub.add_parser("info", parents=[model], help="モデルカードとランタイムが導いた情報を表示する")
     return parser
+
+
+def _overrides(args: argparse.Namespace, options: dict[str, str]) -> dict[str, Any]:
+    """指定されたオプションだけを {設定の項目: 値} にする。"""
+    return {
+        name: value
+        for option, name in options.items()
+        if (value := getattr(args, option, None)) is not None
+    }
+
+
+def _export(overrides: dict[str, Any]) -> None:
+    """serve のオプションを環境変数にする。
+
+    WORKERS>1 のワーカーは server.app_from_env で環境変数から Settings を作るので、
+    オプションが親と同じ意味で届くのはこの経路だけ（親もここから Settings() を作る）。
+    """
+    os.environ.update({name.upper(): str(value) for name, value in overrides.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """エントリポイント。終了コードを返す。"""
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        for name in ("host", "port", "workers"):
-            if getattr(args, name) is not None:
-                os.environ[name.upper()] = str(getattr(args, name))
     try:
         if args.command == "train":
             return _train(args.output_dir, args.seed)
-        settings = Settings()
+        overrides = _overrides(args, MODEL_OPTIONS)
+        if args.command == "serve":
+            _export(overrides | _overrides(args, SERVER_OPTIONS))
+            settings = Settings()
+        else:
+            settings = Settings(**overrides)
         # serve 以外は標準出力を結果だけにする（ログは標準エラーへ）
         stream = "stdout" if args.command == "serve" else "stderr"
         logging.config.dictConfig(
@@ -73,10 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from model_in_image.server import serve
 
             return serve(settings)
-        dataplane = load_dataplane(settings)
         if args.command == "info":
-            return _info(dataplane)
-        return _predict(dataplane, args.input, args.format, labels=args.labels)
+            return _info(load_dataplane(settings))
+        return _predict(settings, args)
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -112,52 +229,42 @@ def _info(dataplane: DataPlane) -> int:
     return 0
 
 
-def _read_rows(source: str, fmt: str) -> tuple[list[list[Any]], str]:
+def _predict(settings: Settings, args: argparse.Namespace) -> int:
+    options = BatchOptions(
+        input=args.input,
+        output=args.output,
+        input_format=args.format,
+        output_format=args.output_format,
+        chunk_rows=args.chunk_rows,
+        skip_invalid=args.skip_invalid,
+        errors=args.errors,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    dataplane = load_batch_dataplane(settings, args.chunk_rows)
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelServerError(f"cannot read input {source}: {exc}", 400) from exc
-    if fmt == "auto":
-        fmt = "json" if text.lstrip()[:1] in ("{", "[") else "csv"
-    if fmt == "json":
-        try:
-            parsed = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise ModelServerError(f"input is not valid JSON: {exc}", 400) from exc
-        rows = parsed.get("data") if isinstance(parsed, dict) else parsed
-        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
-            raise ModelServerError('JSON input must be {"data": [[...], ...]} or [[...], ...]', 400)
-        return rows, "data"
-    reader = csv.reader(io.StringIO(text))
-    lines = [row for row in reader if row and any(cell.strip() for cell in row)]
-    if lines and not _is_number(lines[0][0]):
-        lines = lines[1:]  # 見出し行
-    try:
-        return [[float(cell) for cell in row] for row in lines], "csv"
-    except ValueError as exc:
-        raise ModelServerError(f"CSV input has a value that is not a number: {exc}", 400) from exc
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _predict(dataplane: DataPlane, source: str, fmt: str, *, labels: bool) -> int:
-    rows, where = _read_rows(source, fmt)
-    for row in rows:
-        for value in row:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ModelServerError(f"{where}: every value must be a number, got {value!r}", 400)
-    features = dataplane.validate(rows, loc=(where,))
-    probabilities = dataplane.predict(features)
-    out = dataplane.labels_of(probabilities) if labels else probabilities.astype(float).tolist()
-    for item in out:
-        sys.stdout.write(orjson.dumps(item).decode() + "\n")
+        result = run_batch(dataplane, options)
+    except BrokenPipeError:
+        # 読み手が先に終わった：残りの出力を捨てて静かに終える
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        print(_summary(result, options), file=sys.stderr)
     return 0
+
+
+def _summary(result: BatchResult, options: BatchOptions) -> str:
+    """最後の 1 行：行数・不正な行数・行/秒・出力先。"""
+    target = "stdout" if options.output == STDIO else options.output
+    line = (
+        f"predict: {result.rows:,} rows, {result.invalid:,} invalid, "
+        f"{result.seconds:.2f} s, {result.rows_per_second:,.0f} rows/s -> {target}"
+    )
+    if result.invalid:
+        line += f" (invalid rows: {result.errors_path})"
+    return line
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,7 +49,7 @@ def validate_rows(
     dtype: DTypeLike = np.float64,
 ) -> FloatArray:
     """2 次元の行列を検証して dtype の配列にする（空・幅違い・不揃い・範囲外を拒否）。"""
-    if not rows:
+    if len(rows) == 0:  # numpy の配列も受け付ける（配列の真偽値は曖昧）
         raise InvalidInputError.single(loc, "data must contain at least one row", "too_short")
     if len(rows) > limits.max_rows:
         raise InvalidInputError.single(

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL_DIR = Path("models")
+# 既定のモデル：パッケージに同梱した Iris（どのフォルダーからでも、wheel からでも使える）。
+# 元はリポジトリの models/（make train が両方を書き、テストが同一であることを確かめる）
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
 class LogFormat(StrEnum):

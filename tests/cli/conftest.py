@@ -1,4 +1,4 @@
-"""CLI テスト用：同梱モデルを環境変数で指し、ログ設定と SIGTERM を元に戻す。"""
+"""CLI テスト用：同梱モデルを環境変数で指し、ログ設定と SIGTERM を戻す。2 つ目のモデル。"""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from support.fruit import CardModel, write_fruit_model
 
 
 @pytest.fixture(autouse=True)
@@ -21,3 +23,9 @@ def cli_env(
         yield clean_env
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+@pytest.fixture(scope="session")
+def fruit_model(tmp_path_factory: pytest.TempPathFactory) -> CardModel:
+    """Iris と別の分類器（support.fruit）。"""
+    return write_fruit_model(tmp_path_factory.mktemp("fruit"))

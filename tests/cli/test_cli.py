@@ -1,24 +1,23 @@
-"""コマンドライン：train・info・predict（JSON・CSV・標準入力）・serve の失敗時の終了コード。"""
+"""コマンドライン：train・info・オプションと環境変数・serve の失敗（predict は test_predict）。"""
 
 from __future__ import annotations
 
+import argparse
+import csv
 import io
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from model_in_image.cli import main
+from model_in_image.cli import _parser, main
 from model_in_image.modelcard import ModelCard
 from model_in_image.runtime import sha256_of
-from support.samples import SETOSA
+from support.fruit import FRUIT_LABELS, FRUIT_SAMPLE, CardModel
+from support.paths import LABEL_FILE, MODEL_FILE
 
-VERSICOLOR = [5.9, 3.0, 4.2, 1.5]
-VIRGINICA = [6.3, 2.9, 5.6, 1.8]
 CSV_ROWS = "5.1,3.5,1.4,0.2\n5.9,3.0,4.2,1.5\n6.3,2.9,5.6,1.8\n"
-CSV_HEADER = "sepal_length,sepal_width,petal_length,petal_width\n"
 SPECIES = ["setosa", "versicolor", "virginica"]
 
 Capture = pytest.CaptureFixture[str]
@@ -27,25 +26,12 @@ Capture = pytest.CaptureFixture[str]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ \[")
 
 
-def _json_lines(out: str) -> list[Any]:
-    """標準出力の JSON 行（ログ行の混入は test_stdout_is_machine_readable が別に確かめる）。"""
-    return [
-        json.loads(line) for line in out.splitlines() if line.strip() and not LOG_LINE.match(line)
-    ]
-
-
 def _exit_code(argv: list[str]) -> int | str | None:
     """main() の戻り値、または SystemExit のコード。"""
     try:
         return main(argv)
     except SystemExit as exc:
         return exc.code
-
-
-def _write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return str(path)
 
 
 def test_train(tmp_path: Path, capsys: Capture) -> None:
@@ -73,124 +59,58 @@ def _json_text(out: str) -> list[str]:
     return [line for line in out.splitlines() if not LOG_LINE.match(line)]
 
 
-@pytest.mark.parametrize("argv", [["info"], ["predict", "--labels"]], ids=["info", "predict"])
+@pytest.mark.parametrize("argv", [["info"], ["predict"]], ids=["info", "predict"])
 def test_stdout_is_machine_readable(
     monkeypatch: pytest.MonkeyPatch, capsys: Capture, argv: list[str]
 ) -> None:
-    """標準出力は JSON だけ（ログは標準エラーへ）。`| jq` やファイルへの保存が壊れない。"""
-    monkeypatch.setattr("sys.stdin", io.StringIO(CSV_ROWS))
+    """標準出力は結果だけ（ログと集計は標準エラーへ）。`| jq` やファイルへの保存が壊れない。"""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(CSV_ROWS.encode())))
     assert main(argv) == 0
     out = capsys.readouterr().out
     if argv[0] == "info":
         assert json.loads(out)["signature"]["input_width"] == 4
     else:
-        assert [json.loads(line) for line in out.splitlines()] == SPECIES
+        rows = list(csv.reader(io.StringIO(out)))
+        assert rows[0] == ["label", *(f"proba_{name}" for name in SPECIES)]
+        assert [row[0] for row in rows[1:]] == SPECIES
 
 
-def _predict(argv: list[str], capsys: Capture) -> list[Any]:
-    assert main(["predict", *argv]) == 0
-    return _json_lines(capsys.readouterr().out)
+def test_info_for_a_model_given_by_flags(capsys: Capture, fruit_model: CardModel) -> None:
+    argv = ["info", "--model", str(fruit_model.model), "--labels", str(fruit_model.labels)]
+    assert main([*argv, "--card", str(fruit_model.card)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["signature"]["input_width"] == 3
+    assert info["signature"]["output_kind"] == "zipmap"
+    assert info["metadata"]["labels"] == list(FRUIT_LABELS.values())
+    assert info["metadata"]["data_sample"] == FRUIT_SAMPLE
+    assert info["model_card"]["name"] == "fruit"
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        json.dumps({"data": [SETOSA, VERSICOLOR, VIRGINICA]}),
-        json.dumps([SETOSA, VERSICOLOR, VIRGINICA]),
-    ],
-    ids=["object", "list"],
-)
-def test_predict_json_file(tmp_path: Path, capsys: Capture, text: str) -> None:
-    path = _write(tmp_path, "rows.json", text)
-    assert _predict([path, "--labels"], capsys) == SPECIES
-
-
-def test_predict_probabilities(tmp_path: Path, capsys: Capture) -> None:
-    path = _write(tmp_path, "rows.json", json.dumps({"data": [SETOSA, VIRGINICA]}))
-    rows = _predict([path], capsys)
-    assert len(rows) == 2
-    for row in rows:
-        assert len(row) == 3
-        assert sum(row) == pytest.approx(1.0, abs=1e-5)
-    assert rows[0][0] > 0.5
-    assert rows[1][2] > 0.5
-
-
-@pytest.mark.parametrize("header", [CSV_HEADER, ""], ids=["header", "no-header"])
-def test_predict_csv_file(tmp_path: Path, capsys: Capture, header: str) -> None:
-    path = _write(tmp_path, "rows.csv", header + CSV_ROWS + "\n")
-    assert _predict([path, "--labels"], capsys) == SPECIES
-
-
-def test_predict_forced_format(tmp_path: Path, capsys: Capture) -> None:
-    path = _write(tmp_path, "rows.txt", CSV_ROWS)
-    assert _predict([path, "--format", "csv", "--labels"], capsys) == SPECIES
-
-
-@pytest.mark.parametrize(
-    "text", [json.dumps({"data": [VIRGINICA]}), "6.3,2.9,5.6,1.8\n"], ids=["json", "csv"]
-)
-def test_predict_stdin(monkeypatch: pytest.MonkeyPatch, capsys: Capture, text: str) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(text))
-    assert _predict(["--labels"], capsys) == ["virginica"]
-    monkeypatch.setattr("sys.stdin", io.StringIO(text))
-    assert _predict(["-"], capsys)[0][2] > 0.5
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ('{"data": [[5.1, 3.5', "not valid JSON"),
-        ('{"rows": [[5.1, 3.5, 1.4, 0.2]]}', "JSON input must be"),
-        ('{"data": [5.1, 3.5, 1.4, 0.2]}', "JSON input must be"),
-        ('{"data": [[5.1, 3.5, 1.4]]}', "expects 4"),
-        ('{"data": [[5.1, true, 1.4, 0.2]]}', "every value must be a number"),
-        ('{"data": [[5.1, "x", 1.4, 0.2]]}', "every value must be a number"),
-        ('{"data": []}', "at least one row"),
-        ('{"data": [[1e39, 3.5, 1.4, 0.2]]}', "float32 range"),
-        ("5.1,3.5,abc,0.2\n", "not a number"),
-        ("5.1,3.5,1.4\n", "expects 4"),
-        ("nan,3.5,1.4,0.2\n", "float32 range"),
-    ],
-    ids=[
-        "malformed",
-        "no-data",
-        "flat",
-        "narrow",
-        "boolean",
-        "string",
-        "empty",
-        "overflow",
-        "csv-text",
-        "csv-narrow",
-        "csv-nan",
-    ],
-)
-def test_predict_bad_input(tmp_path: Path, capsys: Capture, text: str, message: str) -> None:
-    path = _write(tmp_path, "bad.txt", text)
-    assert main(["predict", path]) == 1
-    captured = capsys.readouterr()
-    assert captured.err.splitlines()[-1].startswith("error: ")
-    assert message in captured.err
-    assert _json_lines(captured.out) == []
-
-
-@pytest.mark.parametrize(
-    ("name", "content"),
-    [("missing.json", None), ("latin1.csv", b"5.1,3.5,1.4,0.2\n\xff\n")],
-    ids=["missing", "not-utf8"],
-)
-def test_unreadable_input_file(
-    tmp_path: Path, capsys: Capture, name: str, content: bytes | None
+def test_flags_win_over_environment(
+    cli_env: pytest.MonkeyPatch, capsys: Capture, fruit_model: CardModel
 ) -> None:
-    """読めない入力ファイルもトレースバックではなく終了コード 1 とメッセージ。"""
-    path = tmp_path / name
-    if content is not None:
-        path.write_bytes(content)
-    assert _exit_code(["predict", str(path)]) == 1
-    err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("error: ")
-    assert name in err
+    """環境変数（MODEL_FILEPATH・LABEL_FILEPATH）が別のモデルを指していてもオプションが優先。"""
+    cli_env.setenv("MODEL_FILEPATH", str(fruit_model.model))
+    cli_env.setenv("LABEL_FILEPATH", str(fruit_model.labels))
+    assert main(["info"]) == 0
+    assert json.loads(capsys.readouterr().out)["signature"]["input_width"] == 3
+    assert main(["info", "--model", str(MODEL_FILE), "--labels", str(LABEL_FILE)]) == 0
+    assert json.loads(capsys.readouterr().out)["signature"]["input_width"] == 4
+
+
+def test_every_option_has_help() -> None:
+    """どのサブコマンドのどのオプションにも説明がある（--help で読める）。"""
+    parser = _parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"serve", "train", "predict", "info"}
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    serve = sub.choices["serve"].format_help()
+    for flag in ("--model", "--labels", "--card", "--host", "--port", "--workers"):
+        assert flag in serve
+    for command in ("info", "predict"):
+        assert "--model" in sub.choices[command].format_help()
 
 
 @pytest.mark.parametrize("command", [["info"], ["predict", "-"], ["serve"]])
@@ -223,12 +143,16 @@ def test_serve_with_a_missing_model_fails(cli_env: pytest.MonkeyPatch, tmp_path:
     assert _exit_code(["serve", "--port", "8765"]) not in (0, None)
 
 
+@pytest.mark.parametrize("by", ["env", "flag"])
 def test_serve_with_workers_and_a_missing_model_fails(
-    cli_env: pytest.MonkeyPatch, tmp_path: Path, capsys: Capture
+    cli_env: pytest.MonkeyPatch, tmp_path: Path, capsys: Capture, by: str
 ) -> None:
-    cli_env.setenv("MODEL_FILEPATH", str(tmp_path / "missing.onnx"))
-    assert main(["serve", "--workers", "2", "--port", "8766"]) == 3  # 1 ワーカーと同じ
-    assert "model file not found" in capsys.readouterr().out  # serve のログは標準出力
+    missing = str(tmp_path / "missing.onnx")
+    flags = ["--model", missing] if by == "flag" else []
+    if by == "env":
+        cli_env.setenv("MODEL_FILEPATH", missing)
+    assert main(["serve", "--workers", "2", "--port", "8766", *flags]) == 3  # 1 ワーカーと同じ
+    assert f"model file not found: {missing}" in capsys.readouterr().out  # serve のログは標準出力
 
 
 def test_version(capsys: Capture) -> None:

@@ -156,6 +156,17 @@ class TestValidateRows:
         (error,) = info.value.errors
         assert (error["loc"], error["type"]) == (loc, kind)
 
+    @pytest.mark.parametrize("count", [1, 3])
+    def test_numpy_array(self, count: int) -> None:
+        """numpy の配列もそのまま受け付ける（バッチ推論がチャンクを配列で渡す）。"""
+        rows = np.arange(count * 2, dtype=np.float64).reshape(count, 2)
+        array = validate_rows(rows, width=2, limits=LIMITS, loc=("data",))
+        np.testing.assert_array_equal(array, rows)
+
+    def test_empty_numpy_array(self) -> None:
+        with pytest.raises(InvalidInputError, match="at least one row"):
+            validate_rows(np.empty((0, 2)), width=2, limits=LIMITS, loc=("data",))
+
     def test_float32_max_is_allowed(self) -> None:
         biggest = float(np.finfo(np.float32).max)
         validate_rows([[biggest, -biggest]], width=2, limits=LIMITS, loc=("data",))

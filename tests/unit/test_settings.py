@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from model_in_image.settings import LogFormat, LogLevel, Settings
+from model_in_image.settings import DEFAULT_MODEL_DIR, LogFormat, LogLevel, Settings
 
 SHA = "ab" * 32
 
@@ -21,8 +21,8 @@ def env(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_defaults(env: pytest.MonkeyPatch) -> None:
     s = Settings()
-    assert s.model_filepath == Path("models/iris_svc.onnx")
-    assert s.label_filepath == Path("models/label.json")
+    assert s.model_filepath == DEFAULT_MODEL_DIR / "iris_svc.onnx"
+    assert s.label_filepath == DEFAULT_MODEL_DIR / "label.json"
     assert s.log_level is LogLevel.INFO
     assert s.log_format is LogFormat.TEXT
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 1)
@@ -34,7 +34,7 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
     assert s.model_card_filepath is None
     assert s.access_log is False
     assert s.resolved_model_name == "iris_svc"
-    assert s.resolved_model_card_filepath == Path("models/model_card.json")
+    assert s.resolved_model_card_filepath == DEFAULT_MODEL_DIR / "model_card.json"
 
 
 @pytest.mark.parametrize(

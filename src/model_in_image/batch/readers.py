@@ -1,0 +1,410 @@
+"""入力を読む：形式の判定と行番号つきのチャンク（CSV・JSON Lines・シードの JSON ボディ・Parquet）。
+
+各形式は一括の速い道（parse_all）と 1 行ずつの遅い道（parse_one）を持つ。検証はしない
+（DataPlane.validate が行う）。
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast
+
+import ijson
+import msgspec
+import numpy as np
+import orjson
+
+from model_in_image.batch.base import STDIO, BatchError, RowError, require_pyarrow
+from model_in_image.runtime import FloatArray
+
+# これより長い行は読まずに不正な行として扱う（改行の無い巨大なファイルでもメモリを一定に保つ）
+MAX_LINE_BYTES = 1 << 20
+# 形式の判定に先読みする最大バイト数（読み込みのバッファーも同じ大きさ）
+SNIFF_BYTES = 1 << 16
+BOM = b"\xef\xbb\xbf"
+WHITESPACE = b" \t\r\n"
+SEED_SHAPE = 'JSON input must be {"data": [[...], ...]} or [[...], ...]'
+
+
+class InputFormat(StrEnum):
+    """入力の形式（auto は拡張子、無ければ先頭の内容で決める）。"""
+
+    AUTO = "auto"
+    CSV = "csv"
+    JSONL = "jsonl"
+    JSON = "json"
+    PARQUET = "parquet"
+
+
+_SUFFIX_INPUT = {
+    ".csv": InputFormat.CSV,
+    ".jsonl": InputFormat.JSONL,
+    ".ndjson": InputFormat.JSONL,
+    ".parquet": InputFormat.PARQUET,
+    ".pq": InputFormat.PARQUET,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """入力の一区切り：行番号（1 始まり）と、形式ごとの生の行。"""
+
+    numbers: list[int]
+    items: Sequence[Any]  # 行のバイト列・JSON の値、または数値の配列（Parquet）
+
+
+class RowFormat(Protocol):
+    """形式ごとの行の解釈（一括の速い道と、1 行ずつの遅い道）。"""
+
+    unit: str  # エラーの場所の呼び方（"line" または "row"）
+
+    def parse_all(self, items: Sequence[Any]) -> FloatArray | None:
+        """チャンク全体を数値の配列にする。どこかに不正な行があれば None。"""
+
+    def parse_one(self, item: Any) -> Sequence[float]:
+        """1 行を数値の並びにする（不正なら RowError）。"""
+
+    def text(self, item: Any) -> str:
+        """エラーファイルに残す、元の行の文字列。"""
+
+
+class _LineFormat:
+    """1 行 1 レコードのテキスト形式の共通部分（長すぎる行は None で届く）。"""
+
+    unit = "line"
+
+    def text(self, item: bytes | None) -> str:
+        if item is None:
+            return f"<line longer than {MAX_LINE_BYTES} bytes>"
+        return item.decode("utf-8", errors="replace").rstrip("\r\n")
+
+    @staticmethod
+    def _decoded(item: bytes | None) -> str:
+        if item is None:
+            raise RowError(f"line is longer than {MAX_LINE_BYTES} bytes")
+        try:
+            return item.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RowError(f"not UTF-8 at byte {exc.start}") from None
+
+
+class CsvFormat(_LineFormat):
+    """カンマ区切り（見出し行は読み手が取り除く）。一括は np.loadtxt、1 行ずつは csv。"""
+
+    def parse_all(self, items: Sequence[bytes | None]) -> FloatArray | None:
+        try:
+            text = b"".join(items).decode("utf-8")  # type: ignore[arg-type]
+            return np.loadtxt(
+                io.StringIO(text),
+                delimiter=",",
+                quotechar='"',
+                comments=None,
+                dtype=np.float64,
+                ndmin=2,
+            )
+        except (
+            TypeError,
+            ValueError,
+        ):  # None（長すぎる行）・UTF-8 でない・数値でない・列数の不揃い
+            return None
+
+    def parse_one(self, item: bytes | None) -> list[float]:
+        try:
+            (cells,) = csv.reader([self._decoded(item)])
+        except csv.Error as exc:
+            raise RowError(f"not a CSV row: {exc}") from None
+        return [_number(cell, column) for column, cell in enumerate(cells, 1)]
+
+
+def _number(cell: str, column: int) -> float:
+    """CSV の 1 セルを数値にする（np.loadtxt と同じく桁区切りの _ は認めない）。"""
+    text = cell.strip()
+    try:
+        if "_" in text:
+            raise ValueError
+        return float(text)
+    except ValueError:
+        raise RowError(f"{cell!r} is not a number", column) from None
+
+
+# msgspec の検証エラー（例 "Expected `float`, got `str` - at `$[1]`"）の理由と位置
+MSGSPEC_PATH = re.compile(r"^(?P<reason>.*) - at `\$\[(?P<index>\d+)\]`$")
+
+
+class JsonLinesFormat(_LineFormat):
+    """1 行に 1 つの JSON 配列（例 [5.1, 3.5, 1.4, 0.2]）。真偽値・文字列は数値として認めない。"""
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(list[float])
+
+    def parse_all(self, items: Sequence[bytes | None]) -> FloatArray | None:
+        decode = self._decoder.decode
+        try:
+            return np.array([decode(item) for item in items], dtype=np.float64)  # type: ignore[arg-type]
+        except (TypeError, ValueError, msgspec.DecodeError):  # 不揃いの行も ValueError
+            return None
+
+    def parse_one(self, item: bytes | None) -> list[float]:
+        text = self._decoded(item)
+        try:
+            return self._decoder.decode(text)
+        except msgspec.ValidationError as exc:
+            found = MSGSPEC_PATH.search(str(exc))
+            if found is None:
+                raise RowError(f"must be a JSON array of numbers: {exc}") from None
+            raise RowError(found["reason"], int(found["index"]) + 1) from None
+        except msgspec.DecodeError as exc:
+            raise RowError(f"not valid JSON: {exc}") from None
+
+
+class SeedJsonFormat:
+    """シードの JSON ボディ {"data": [[...], ...]}（または [[...], ...]）の 1 行（data の要素）。"""
+
+    unit = "row"
+
+    def parse_all(self, items: Sequence[Any]) -> FloatArray | None:
+        if not all(_is_number_list(item) for item in items):
+            return None
+        try:
+            return np.array(items, dtype=np.float64)
+        except ValueError:  # 不揃いの行
+            return None
+
+    def parse_one(self, item: Any) -> Sequence[float]:
+        if not isinstance(item, list):
+            raise RowError(f"must be a list of numbers ({SEED_SHAPE})")
+        for column, value in enumerate(item, 1):
+            if not _is_number(value):
+                raise RowError(f"every value must be a number, got {value!r}", column)
+        return item
+
+    def text(self, item: Any) -> str:
+        return orjson.dumps(item).decode()
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or type(value) is int
+
+
+def _is_number_list(item: Any) -> bool:
+    return type(item) is list and all(_is_number(value) for value in item)
+
+
+class ArrayFormat:
+    """すでに数値の配列になった行（Parquet）。欠損値は NaN として検証で拒否される。"""
+
+    unit = "row"
+
+    def parse_all(self, items: Sequence[Any]) -> FloatArray | None:
+        return np.asarray(items, dtype=np.float64)
+
+    def parse_one(self, item: Any) -> Sequence[float]:
+        return item  # type: ignore[no-any-return]
+
+    def text(self, item: Any) -> str:
+        return orjson.dumps(np.asarray(item).tolist()).decode()
+
+
+class _Replay(io.RawIOBase):
+    """先読みしたバイト列を先に返し、続きを元のストリームから読む（読んだバイト数を数える）。"""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._rest = rest
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+        else:
+            data = self._rest.read1(len(buffer))  # type: ignore[attr-defined]
+            n = len(data)
+            buffer[:n] = data
+        self.consumed += n
+        return n
+
+
+@dataclass(slots=True)
+class Source:
+    """開いた入力：チャンクの列、形式、進み具合（バイトまたは行）。"""
+
+    chunks: Iterator[Chunk]
+    format: RowFormat
+    total: int | None
+    unit: str
+    position: Callable[[], int]
+
+
+def open_source(path: str, fmt: InputFormat, chunk_rows: int, stack: ExitStack) -> Source:
+    """入力（ファイルまたは標準入力 -）を開き、形式を決めてチャンクの列にする。"""
+    if fmt is InputFormat.AUTO and path != STDIO:
+        fmt = _SUFFIX_INPUT.get(Path(path).suffix.lower(), InputFormat.AUTO)
+    if fmt is InputFormat.PARQUET:
+        return _parquet_source(path, chunk_rows)
+    raw = sys.stdin.buffer if path == STDIO else stack.enter_context(_open_binary(path))
+    head = _sniff(raw)
+    if head.startswith(BOM):
+        head = head[len(BOM) :]
+    if fmt is InputFormat.AUTO:
+        fmt = _guess(head)
+    replay = _Replay(head, raw)
+    stream = io.BufferedReader(replay, buffer_size=SNIFF_BYTES)
+    total = None if path == STDIO else _size(path)
+    if fmt is InputFormat.JSON:
+        chunks = _batched(_seed_rows(stream, head), chunk_rows)
+        row_format: RowFormat = SeedJsonFormat()
+    else:
+        lines = _numbered_lines(stream)
+        if fmt is InputFormat.CSV:
+            lines = _without_header(lines)
+            row_format = CsvFormat()
+        else:
+            row_format = JsonLinesFormat()
+        chunks = _batched(lines, chunk_rows)
+    return Source(chunks, row_format, total, "B", lambda: replay.consumed)
+
+
+def _open_binary(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise BatchError(f"cannot read input {path}: {exc.strerror or exc}") from None
+
+
+def _size(path: str) -> int | None:
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None
+    return size or None  # 0 はパイプなど（大きさが分からない）
+
+
+def _sniff(raw: BinaryIO) -> bytes:
+    """形式を決めるのに足りるだけ先読みする（空白でない最初の文字、それが [ なら次の文字まで）。"""
+    head = b""
+    while len(head) < SNIFF_BYTES:
+        data = raw.read1(SNIFF_BYTES)  # type: ignore[attr-defined]
+        if not data:
+            break
+        head += data
+        text = head.lstrip(BOM + WHITESPACE)
+        if text[:1] not in (b"", b"[") or text[1:].lstrip(WHITESPACE):
+            break
+    return head
+
+
+def _guess(head: bytes) -> InputFormat:
+    """先頭の内容から形式を決める：{ と [[ はシードの JSON、[ は JSON Lines、それ以外は CSV。"""
+    text = head.lstrip(WHITESPACE)
+    if text.startswith(b"{"):
+        return InputFormat.JSON
+    if text.startswith(b"["):
+        return InputFormat.JSON if text[1:].lstrip().startswith(b"[") else InputFormat.JSONL
+    return InputFormat.CSV
+
+
+def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(行番号, 行) を返す。空行は飛ばし、長すぎる行は None にして残りを読み捨てる。"""
+    readline = stream.readline
+    number = 0
+    while line := readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            while line and not line.endswith(b"\n"):
+                line = readline(MAX_LINE_BYTES)
+            yield number, None
+        elif not line.isspace():
+            yield number, line
+
+
+def _without_header(
+    lines: Iterator[tuple[int, bytes | None]],
+) -> Iterator[tuple[int, bytes | None]]:
+    """最初の行のどのセルも数値でなければ見出し行として飛ばす。"""
+    for number, line in lines:
+        if line is None or not _is_header(line):
+            yield number, line
+        yield from lines
+        return
+
+
+def _is_header(line: bytes) -> bool:
+    try:
+        (cells,) = csv.reader([line.decode("utf-8")])
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return not any(_parses(cell) for cell in cells)
+
+
+def _parses(cell: str) -> bool:
+    try:
+        _number(cell, 0)
+    except RowError:
+        return False
+    return True
+
+
+def _seed_rows(stream: BinaryIO, head: bytes) -> Iterator[tuple[int, Any]]:
+    """シードの JSON ボディの data の要素を 1 つずつ読む（ijson：文書全体をメモリに載せない）。"""
+    prefix = "data.item" if head.lstrip(WHITESPACE).startswith(b"{") else "item"
+    number = 0
+    try:
+        for number, row in enumerate(ijson.items(stream, prefix, use_float=True), 1):
+            yield number, row
+    except ijson.JSONError as exc:
+        reason = str(exc).strip().splitlines()[0]  # yajl は位置を示す図を続けて書く
+        raise BatchError(f"input is not valid JSON after {number} rows: {reason}") from None
+
+
+def _batched(items: Iterable[tuple[int, Any]], size: int) -> Iterator[Chunk]:
+    numbers: list[int] = []
+    rows: list[Any] = []
+    for number, item in items:
+        numbers.append(number)
+        rows.append(item)
+        if len(rows) == size:
+            yield Chunk(numbers, rows)
+            numbers, rows = [], []
+    if rows:
+        yield Chunk(numbers, rows)
+
+
+def _parquet_source(path: str, chunk_rows: int) -> Source:
+    """Parquet（pyarrow が要る：`parquet` extra）。列はすべて数値で、列の順に特徴量とする。"""
+    if path == STDIO:
+        raise BatchError("Parquet input must be a file, not standard input")
+    pq, pa = require_pyarrow()
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise BatchError(f"cannot read Parquet input {path}: {exc}") from None
+    for field in parquet.schema_arrow:
+        if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
+            raise BatchError(f"Parquet column {field.name!r} is not numeric ({field.type})")
+    done = [0]
+
+    def chunks() -> Iterator[Chunk]:
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            start = done[0]
+            array = np.column_stack(
+                [column.to_numpy(zero_copy_only=False) for column in batch.columns]
+            ).astype(np.float64)
+            done[0] += len(array)
+            yield Chunk(list(range(start + 1, done[0] + 1)), cast("Sequence[Any]", array))
+
+    return Source(chunks(), ArrayFormat(), parquet.metadata.num_rows, "rows", lambda: done[0])

@@ -1,0 +1,219 @@
+"""チャンクを検証・推論して書く（HTTP と同じ DataPlane の検証と推論、上限はチャンクの行数）。"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import IO, Any, cast
+
+import numpy as np
+import orjson
+from tqdm import tqdm
+
+from model_in_image.batch.base import STDIO, BatchError, RowError
+from model_in_image.batch.readers import Chunk, InputFormat, RowFormat, Source, open_source
+from model_in_image.batch.writers import OutputFormat, OutputTarget, Writer
+from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.errors import InvalidInputError
+from model_in_image.runtime import FloatArray
+from model_in_image.settings import Settings
+
+Rows = Sequence[Sequence[float]]
+DEFAULT_CHUNK_ROWS = 10_000
+MAX_CHUNK_ROWS = 1_000_000
+
+
+class ErrorLog:
+    """--skip-invalid の不正な行の記録（JSON Lines：場所・理由・元の行）。"""
+
+    def __init__(self, out: IO[bytes], path: str) -> None:
+        self._out = out
+        self.path = path
+        self.count = 0
+
+    def record(self, unit: str, number: int, column: int | None, reason: str, text: str) -> None:
+        """1 行を記録する（column は分かるときだけ）。"""
+        self.count += 1
+        entry: dict[str, Any] = {unit: number}
+        if column is not None:
+            entry["column"] = column
+        entry |= {"error": reason, "input": text}
+        self._out.write(orjson.dumps(entry) + b"\n")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """バッチ推論の結果の集計。"""
+
+    rows: int
+    invalid: int
+    seconds: float
+    errors_path: str | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        """推論した行の毎秒の数（不正な行を除く）。"""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class BatchScorer:
+    """チャンクを検証・推論して書き手に渡す（不正な行は止めるか、記録して飛ばす）。"""
+
+    def __init__(self, dataplane: DataPlane, writer: Writer, errors: ErrorLog | None) -> None:
+        self._dataplane = dataplane
+        self._writer = writer
+        self._errors = errors
+        self.rows = 0
+
+    def score(self, chunk: Chunk, fmt: RowFormat) -> None:
+        """1 チャンクを推論して書く（一括で不正があれば 1 行ずつ調べる）。"""
+        array = fmt.parse_all(chunk.items)
+        features: FloatArray | None = None
+        if array is not None:
+            try:
+                # validate_rows は numpy の配列をそのまま受け付ける（型の注釈は行のリスト）
+                features = self._dataplane.validate(cast("Rows", array), loc=())
+            except InvalidInputError:
+                features = None
+        if features is None:
+            features = self._row_by_row(chunk, fmt)
+        self._emit(features)
+
+    def _emit(self, features: FloatArray) -> None:
+        if len(features) == 0:
+            return
+        probabilities = self._dataplane.predict(features)
+        self._writer.write(self._dataplane.labels_of(probabilities), probabilities)
+        self.rows += len(features)
+
+    def _row_by_row(self, chunk: Chunk, fmt: RowFormat) -> FloatArray:
+        valid: list[Sequence[float]] = []
+        for number, item in zip(chunk.numbers, chunk.items, strict=True):
+            try:
+                row = fmt.parse_one(item)
+                self._dataplane.validate([row], loc=())
+            except RowError as exc:
+                self._reject(fmt, number, item, exc.column, exc.reason, valid)
+            except InvalidInputError as exc:
+                self._reject(fmt, number, item, *_validation_reason(exc), valid)
+            else:
+                valid.append(row)
+        if not valid:
+            return np.empty((0, self._dataplane.input_width))
+        return self._dataplane.validate(valid, loc=())
+
+    def _reject(
+        self,
+        fmt: RowFormat,
+        number: int,
+        item: Any,
+        column: int | None,
+        reason: str,
+        valid: list[Sequence[float]],
+    ) -> None:
+        """不正な行：--skip-invalid なら記録して続け、そうでなければ手前の行を書いてから止める。"""
+        if self._errors is not None:
+            self._errors.record(fmt.unit, number, column, reason, fmt.text(item))
+            return
+        if valid:
+            self._emit(self._dataplane.validate(valid, loc=()))
+        where = f"{fmt.unit} {number}" + (f", column {column}" if column is not None else "")
+        raise BatchError(f"{where}: {reason}")
+
+
+ROW_INDEX = re.compile(r"^row \d+ ")
+
+
+def _validation_reason(exc: InvalidInputError) -> tuple[int | None, str]:
+    """1 行だけを検証したときのエラーから（列番号 1 始まり, 理由）を取り出す。"""
+    error = exc.errors[0]
+    loc = error["loc"]
+    column = loc[1] + 1 if len(loc) == 2 else None
+    return column, ROW_INDEX.sub("row ", error["msg"])
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """predict の指定（入出力・形式・チャンクの行数・不正な行の扱い・表示）。"""
+
+    input: str = STDIO
+    output: str = STDIO
+    input_format: InputFormat = InputFormat.AUTO
+    output_format: OutputFormat = OutputFormat.AUTO
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    skip_invalid: bool = False
+    errors: str | None = None
+    progress: bool = False
+
+
+def load_batch_dataplane(settings: Settings, chunk_rows: int) -> DataPlane:
+    """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_BATCH_ROWS でなくチャンクの行数）。"""
+    return load_dataplane(settings.model_copy(update={"max_batch_rows": chunk_rows}))
+
+
+def run_batch(dataplane: DataPlane, options: BatchOptions) -> BatchResult:
+    """入力を最後まで推論して出力に書く。ファイルへの出力は成功したときだけ現れる。"""
+    if not 1 <= options.chunk_rows <= dataplane.limits.max_rows:
+        raise BatchError(
+            f"chunk size must be between 1 and {dataplane.limits.max_rows}: {options.chunk_rows}"
+        )
+    started = time.perf_counter()
+    output = OutputTarget(options.output)
+    try:
+        with ExitStack() as stack:  # 入力・書き手・エラーファイルを成功でも失敗でも閉じる
+            source = open_source(options.input, options.input_format, options.chunk_rows, stack)
+            writer = output.writer(options.output_format, dataplane)
+            stack.callback(writer.close)
+            errors = _error_log(options, stack) if options.skip_invalid else None
+            scorer = BatchScorer(dataplane, writer, errors)
+            read = 0
+            with _progress(source, enabled=options.progress) as bar:
+                for chunk in source.chunks:
+                    scorer.score(chunk, source.format)
+                    read += len(chunk.numbers)
+                    bar.update(source.position() - bar.n)
+                    bar.set_postfix_str(f"{scorer.rows:,} rows", refresh=False)
+            if read == 0:
+                raise BatchError(f"no rows in input {options.input}")
+        output.commit()
+    finally:
+        output.discard()
+    return BatchResult(
+        rows=scorer.rows,
+        invalid=errors.count if errors is not None else 0,
+        seconds=time.perf_counter() - started,
+        errors_path=errors.path if errors is not None else None,
+    )
+
+
+def _error_log(options: BatchOptions, stack: ExitStack) -> ErrorLog:
+    """--skip-invalid のエラーファイル（既定は出力の隣、標準出力なら今のフォルダー）。"""
+    path = options.errors or (
+        f"{options.output}.errors.jsonl" if options.output != STDIO else "predict-errors.jsonl"
+    )
+    try:
+        handle = stack.enter_context(open(path, "wb"))  # noqa: SIM115 -- stack が閉じる
+    except OSError as exc:
+        raise BatchError(f"cannot write error file {path}: {exc.strerror or exc}") from None
+    return ErrorLog(handle, path)
+
+
+def _progress(source: Source, *, enabled: bool) -> tqdm[Any]:
+    """標準エラーが端末のときだけ表示する進み具合（ファイルならバイト、Parquet なら行）。"""
+    if source.unit == "B":
+        return tqdm(
+            total=source.total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            disable=not enabled,
+            file=sys.stderr,
+            desc="predict",
+        )
+    return tqdm(
+        total=source.total, unit="rows", disable=not enabled, file=sys.stderr, desc="predict"
+    )
