@@ -1,4 +1,4 @@
-"""コマンドライン：model-in-image serve | train | predict | info。"""
+"""コマンドライン：model-in-image serve | train | predict | info | card。"""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ import logging
 import logging.config
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from model_in_image import __version__
+from model_in_image import __version__, card
 from model_in_image.codecs.seed import encode_metadata
 from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import ModelServerError
 from model_in_image.logconfig import logging_config
+from model_in_image.sbom import sbom_summary
 from model_in_image.settings import Settings
 
 EXIT_USAGE = 2
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--labels", action="store_true", help="確率ではなくラベル名を出力する")
 
     sub.add_parser("info", help="モデルカードとランタイムが導いた情報を表示する")
+    card.add_parser(sub)
     return parser
 
 
@@ -61,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, name) is not None:
                 os.environ[name.upper()] = str(getattr(args, name))
     try:
-        if args.command == "train":
-            return _train(args.output_dir, args.seed)
+        if args.command in OFFLINE_COMMANDS:  # モデルを設定から読まないコマンド
+            return OFFLINE_COMMANDS[args.command](args)
         settings = Settings()
         # serve 以外は標準出力を結果だけにする（ログは標準エラーへ）
         stream = "stdout" if args.command == "serve" else "stderr"
@@ -93,6 +95,12 @@ def _train(output_dir: Path, seed: int) -> int:
     return 0
 
 
+OFFLINE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": lambda args: _train(args.output_dir, args.seed),
+    "card": card.main,
+}
+
+
 def _info(dataplane: DataPlane) -> int:
     sig = dataplane.classifier.signature
     info: dict[str, Any] = {
@@ -107,6 +115,7 @@ def _info(dataplane: DataPlane) -> int:
             "num_classes": sig.num_classes,
         },
         "model_card": dataplane.card.model_dump() if dataplane.card else None,
+        "sbom": sbom_summary(),
     }
     print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
     return 0
