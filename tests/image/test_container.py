@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from support.docker import (
     REFERENCE_MODEL,
     Container,
     Launcher,
+    docker,
     http_get,
     http_post_json,
 )
@@ -31,6 +33,10 @@ SPECIES = [
 LABELS = ["setosa", "versicolor", "virginica"]
 # ヘルスチェックを 1 秒間隔にして healthy になるまでを短くする
 FAST_HEALTH = ["--health-interval=1s", "--health-timeout=3s", "--health-retries=3"]
+COLD_RUNS = 3
+# 目標は 1 秒未満（docs/docker.md）。共有の CI マシンの揺れを見込み、.pyc が使われないなどの
+# 退行（数秒になる）だけを落とす
+COLD_START_LIMIT_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,23 @@ def served(module_launcher: Launcher, record_figure: Callable[[str], None]) -> C
 def test_starts_quickly(served: Container) -> None:
     assert served.ready_after is not None
     assert served.ready_after < 5.0, f"first /health 200 after {served.ready_after:.2f} s"
+
+
+def test_cold_start_median(launcher: Launcher, record_figure: Callable[[str], None]) -> None:
+    """docker run → /health 200 を新しいコンテナで 3 回（中央値。共有マシンでは揺れる）。"""
+    times = []
+    for _ in range(COLD_RUNS):
+        container = launcher.start()
+        assert container.ready_after is not None
+        times.append(container.ready_after)
+        docker("rm", "-f", "-v", container.name)  # 次の測定と CPU を取り合わない
+    median = statistics.median(times)
+    runs = ", ".join(f"{t:.2f}" for t in times)
+    record_figure(
+        f"docker run -> first 200 on /health, median of {COLD_RUNS} cold runs: {median:.2f} s "
+        f"({runs})"
+    )
+    assert median < COLD_START_LIMIT_S, f"median {median:.2f} s over {COLD_RUNS} runs ({runs})"
 
 
 def test_health(served: Container) -> None:
