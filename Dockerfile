@@ -82,13 +82,15 @@ COPY models/${MODEL_FILE} models/label.json models/model_card.json ./models/
 COPY scripts/image/bytecode.py /opt/build/
 # サーバーが拒む組・記録する値と食い違う組は `model refused: 理由` でビルド失敗。
 # 通ったらそのモデルでサーバーを起動して全ルートを呼び、読み込まれたモジュールを記録する
+# （サーバーのログは失敗したときだけ表示する）
 RUN .venv/bin/model-in-image card --check models/model_card.json \
         --model "models/${MODEL_FILE}" --labels models/label.json \
         --expect "MODEL_FILE=${MODEL_FILE}" --expect "MODEL_NAME=${MODEL_NAME}" \
         --expect "MODEL_SHA256=${MODEL_SHA256}" --expect "MODEL_CLASSES=${MODEL_CLASSES}" \
         --expect "MODEL_INPUT_WIDTH=${MODEL_INPUT_WIDTH}" >/dev/null \
-    && MODEL_FILEPATH="models/${MODEL_FILE}" LABEL_FILEPATH=models/label.json \
-        .venv/bin/python3 /opt/build/bytecode.py record /opt/build/loaded-modules.txt
+    && { MODEL_FILEPATH="models/${MODEL_FILE}" LABEL_FILEPATH=models/label.json \
+        .venv/bin/python3 /opt/build/bytecode.py record /opt/build/loaded-modules.txt \
+        >/tmp/record.log || { cat /tmp/record.log; exit 1; }; }
 
 # ---- venv：依存関係の .pyc は、サーバーが読み込むモジュールの分だけ残す ----
 # （記録が同じなら、モデルが違っても結果の層は同じ内容になり、キャッシュが使われる）

@@ -118,7 +118,7 @@ def record(out: Path) -> None:
         server.should_exit = True
         thread.join(30)
     out.write_text("".join(f"{name}\n" for name in sorted(loaded)), encoding="utf-8")
-    print(f"bytecode record: {len(loaded)} .pyc read from {site}")
+    print(f"bytecode record: {len(loaded)} .pyc read from {site}", file=sys.stderr)
 
 
 def prune(keep_list: Path, site: Path) -> None:
@@ -134,7 +134,8 @@ def prune(keep_list: Path, site: Path) -> None:
             removed, removed_bytes = removed + 1, removed_bytes + size
     print(
         f"bytecode prune: kept {kept} .pyc ({kept_bytes / 1e6:.1f} MB), "
-        f"removed {removed} ({removed_bytes / 1e6:.1f} MB)"
+        f"removed {removed} ({removed_bytes / 1e6:.1f} MB)",
+        file=sys.stderr,
     )
 
 
