@@ -179,6 +179,7 @@ class Launcher:
 
 
 BUILD_TIMEOUT = 900.0
+PARENT_MAKE_ENV = frozenset({"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"})
 
 
 class ImageBuilder:
@@ -203,9 +204,12 @@ class ImageBuilder:
     def make_image(self, tag: str, **variables: str) -> subprocess.CompletedProcess[str]:
         """`make image VAR=...` を実行する（失敗しても例外にしない）。"""
         args = [f"{k}={v}" for k, v in {"IMAGE": tag, "BASE_IMAGE": self.base, **variables}.items()]
+        # make test の中から呼ぶので、親の make の設定（ジョブサーバなど）は引き継がない
+        env = {k: v for k, v in os.environ.items() if k not in PARENT_MAKE_ENV}
         return subprocess.run(
             ["make", "--no-print-directory", "image", *args],
             cwd=self.repo,
+            env=env,
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT,
