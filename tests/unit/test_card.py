@@ -314,8 +314,8 @@ class TestWrite:
             )
 
 
-def test_files_fixture_types(gbdt: MadeModel) -> None:
-    """補助：書き出したモデルは元のモデルと同じ確率を返す（他のテストの前提）。"""
+def test_exported_tree_model_matches_scikit_learn(gbdt: MadeModel) -> None:
+    """前提：書き出した木のモデルは元のモデルと同じ確率を返す（コンテナのテストも同じモデルを使う）。"""
     assert isinstance(gbdt.files, ModelFiles)
     classifier = OnnxClassifier(gbdt.files.model, gbdt.files.labels)
     np.testing.assert_allclose(
