@@ -1,12 +1,24 @@
 # Model-in-Image：モデル（ONNX + ラベル + モデルカード）を焼き込んだ推論サーバーのイメージ。
-#   docker build -t model-in-image-pattern:v1.0 .        （Docker Hub の python:3.13-slim を使う）
-#   make image                                           （VERSION / VCS_REF / MODEL_SHA256 も渡す）
+#   docker build -t model-in-image-pattern:v1.0 .        （models/ の Iris。Docker Hub の python:3.13-slim）
+#   make image                                           （VERSION / VCS_REF も渡す）
 #   make image BASE_IMAGE=model-in-image-base:bookworm   （Docker Hub に届かない環境）
+#   make image MODEL_FILE=m.onnx LABEL_FILE=l.json IMAGE=name:tag   （持ち込みモデル：docs/byom.md）
 # BuildKit 専用の構文は使わない（旧ビルダーでも同じ結果になる）。
+# 層の順は 依存関係（uv.lock で決まる）→ アプリ（src）→ モデル：モデルだけが違うイメージどうしは
+# モデルの層とラベルだけが違う。
 
 ARG BASE_IMAGE=python:3.13-slim
+# 焼き込むモデル（ビルドコンテキストの models/ の中のファイル名）とイメージに記録する値。
+# ビルドはこれらがモデル・ラベル・モデルカードと一致することをサーバーと同じ読み込みで確かめる。
+# 既定値は models/ の Iris（素の docker build 用。一致は単体テストも確かめる）。
+# make image はモデルから導いた値を渡す（model-in-image card --check の出力）
+ARG MODEL_FILE=iris_svc.onnx
+ARG MODEL_NAME=iris_svc
+ARG MODEL_SHA256=d0743bea48b6cf0b837c4799d5db4ee5226260102fe2a04ef96f0fee95861b9c
+ARG MODEL_CLASSES='["setosa","versicolor","virginica"]'
+ARG MODEL_INPUT_WIDTH=4
 
-# ---- deps：uv（PyPI から）で uv.lock どおりの依存関係だけの仮想環境を作る ----
+# ---- deps：uv（PyPI から）で uv.lock どおりの依存関係だけの仮想環境を作り、削る ----
 FROM ${BASE_IMAGE} AS deps
 
 ARG UV_VERSION=0.13.9
@@ -23,44 +35,72 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/model_in_image_pattern/.venv
 
-# uv はビルド用のステージの中だけ（実行用ステージには入らない）
-RUN python3 -m venv /opt/uv \
+# strip（binutils）と uv はビルド用のステージの中だけ（実行用ステージには入らない）
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --quiet "uv==${UV_VERSION}" \
     && ln -s /opt/uv/bin/uv /usr/local/bin/uv
 
 WORKDIR /model_in_image_pattern
-
-# 依存関係の層：uv.lock が変わらない限りキャッシュされる（train/dev/bench グループは入れない）。
-# 推論に使わないもの（各パッケージのテスト、ONNX Runtime のオフライン用ツールと C API 用の
-# libonnxruntime.so：Python のモジュールはこれを読み込まない、約 29 MB）は除く
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable \
-    && site=$(.venv/bin/python3 -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
-    && find "$site" -type d -name tests -prune -exec rm -rf {} + \
-    && rm -rf "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization "$site"/onnxruntime/tools \
-    && rm -f "$site"/onnxruntime/capi/libonnxruntime.so*
+# SBOM を作る道具（uv.lock の sbom グループ。ビルド用のステージの中だけ）
+RUN uv export --frozen --only-group sbom --no-emit-project --quiet -o /opt/sbom.txt \
+    && uv venv --quiet /opt/sbom \
+    && uv pip install --quiet --python /opt/sbom/bin/python --require-hashes -r /opt/sbom.txt
 
-# ---- builder：プロジェクトを非 editable で入れ、追加分だけを /stage に集める ----
+# 依存関係の層：uv.lock が変わらない限りキャッシュされる（train/dev/bench/sbom グループは入れない）。
+# 推論に使わないファイルを除き、共有ライブラリのシンボルを落とす（scripts/image/slim.sh）
+COPY scripts/image/slim.sh /opt/build/
+RUN uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable \
+    && sh /opt/build/slim.sh .venv
+
+# ---- builder：プロジェクトを非 editable で入れ、追加分と SBOM を /stage に集める ----
 FROM deps AS builder
 
 COPY README.md ./
 COPY src ./src
+# SBOM は実際に入っているパッケージから作る（CycloneDX JSON、再現可能な出力）
 RUN uv sync --frozen --no-dev --no-default-groups --no-editable \
-    && .venv/bin/python3 -c "import model_in_image.server" \
     && cd .venv \
     && site=$(bin/python3 -c "import sysconfig; print(sysconfig.get_path('purelib', vars={'base': '.'}))") \
     && mkdir /stage \
-    && cp -a --parents "$site"/model_in_image "$site"/model_in_image-*.dist-info bin/model-in-image /stage/
+    && cp -a --parents "$site"/model_in_image "$site"/model_in_image-*.dist-info bin/model-in-image /stage/ \
+    && /opt/sbom/bin/cyclonedx-py environment --output-reproducible --of JSON \
+        --pyproject ../pyproject.toml -o /stage/sbom.cdx.json /model_in_image_pattern/.venv
 
-# モデルの層：モデルカードの sha256（と、渡されれば MODEL_SHA256）に一致しなければビルド失敗
-ARG MODEL_SHA256=
-COPY models/iris_svc.onnx models/label.json models/model_card.json ./models/
-RUN set -e; cd models; \
-    if [ -n "${MODEL_SHA256}" ]; then echo "${MODEL_SHA256}  iris_svc.onnx" | sha256sum -c -; fi; \
-    card_sha=$(python3 -c 'import json; print(json.load(open("model_card.json"))["sha256"])'); \
-    echo "${card_sha}  iris_svc.onnx" | sha256sum -c -
+# ---- model：モデル・ラベル・カードを、サーバーの起動と同じ読み込みで確かめる ----
+FROM builder AS model
 
-# ---- runtime：仮想環境とモデルだけ（コンパイラ・curl・学習用ライブラリなし） ----
+ARG MODEL_FILE
+ARG MODEL_NAME
+ARG MODEL_SHA256
+ARG MODEL_CLASSES
+ARG MODEL_INPUT_WIDTH
+COPY models/${MODEL_FILE} models/label.json models/model_card.json ./models/
+COPY scripts/image/bytecode.py /opt/build/
+# サーバーが拒む組・記録する値と食い違う組は `model refused: 理由` でビルド失敗。
+# 通ったらそのモデルでサーバーを起動して全ルートを呼び、読み込まれたモジュールを記録する
+# （サーバーのログは失敗したときだけ表示する）
+RUN .venv/bin/model-in-image card --check models/model_card.json \
+        --model "models/${MODEL_FILE}" --labels models/label.json \
+        --expect "MODEL_FILE=${MODEL_FILE}" --expect "MODEL_NAME=${MODEL_NAME}" \
+        --expect "MODEL_SHA256=${MODEL_SHA256}" --expect "MODEL_CLASSES=${MODEL_CLASSES}" \
+        --expect "MODEL_INPUT_WIDTH=${MODEL_INPUT_WIDTH}" >/dev/null \
+    && { MODEL_FILEPATH="models/${MODEL_FILE}" LABEL_FILEPATH=models/label.json \
+        .venv/bin/python3 /opt/build/bytecode.py record /opt/build/loaded-modules.txt \
+        >/tmp/record.log || { cat /tmp/record.log; exit 1; }; }
+
+# ---- venv：依存関係の .pyc は、サーバーが読み込むモジュールの分だけ残す ----
+# （記録が同じなら、モデルが違っても結果の層は同じ内容になり、キャッシュが使われる）
+FROM deps AS venv
+
+COPY --from=model /opt/build/bytecode.py /opt/build/loaded-modules.txt /opt/build/
+RUN .venv/bin/python3 /opt/build/bytecode.py prune /opt/build/loaded-modules.txt \
+        "$(.venv/bin/python3 -c "import sysconfig; print(sysconfig.get_path('purelib'))")"
+
+# ---- runtime：仮想環境・SBOM・モデルだけ（コンパイラ・curl・学習用ライブラリなし） ----
 FROM ${BASE_IMAGE} AS runtime
 
 # 固定 UID/GID 10001（useradd が無いベースでも動くよう直接追記する）
@@ -68,19 +108,24 @@ RUN echo "app:x:10001:10001:model-in-image:/nonexistent:/usr/sbin/nologin" >>/et
     && echo "app:x:10001:" >>/etc/group
 
 WORKDIR /model_in_image_pattern
-# 依存関係（大きい、めったに変わらない）→ アプリ（小さい）→ モデルの順に重ねる
-COPY --from=deps /model_in_image_pattern/.venv ./.venv
+# 依存関係（大きい、めったに変わらない）→ アプリと SBOM（小さい）→ モデルの順に重ねる
+COPY --from=venv /model_in_image_pattern/.venv ./.venv
 COPY --from=builder /stage/ ./.venv/
-COPY --from=builder /model_in_image_pattern/models ./models
+COPY --from=model /model_in_image_pattern/models ./models
 
-ARG MODEL_SHA256=
+ARG MODEL_FILE
+ARG MODEL_NAME
+ARG MODEL_SHA256
+ARG MODEL_CLASSES
+ARG MODEL_INPUT_WIDTH
 ENV PATH=/model_in_image_pattern/.venv/bin:${PATH} \
     VIRTUAL_ENV=/model_in_image_pattern/.venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     ORT_DISABLE_TELEMETRY=1 \
-    MODEL_FILEPATH=/model_in_image_pattern/models/iris_svc.onnx \
+    MODEL_FILEPATH=/model_in_image_pattern/models/${MODEL_FILE} \
     LABEL_FILEPATH=/model_in_image_pattern/models/label.json \
+    MODEL_NAME=${MODEL_NAME} \
     MODEL_SHA256=${MODEL_SHA256} \
     HOST=0.0.0.0 \
     PORT=8000 \
@@ -102,10 +147,14 @@ ARG BASE_IMAGE
 ARG VERSION=unknown
 ARG VCS_REF=unknown
 LABEL org.opencontainers.image.title="model-in-image" \
-      org.opencontainers.image.description="Iris SVC (ONNX) baked into the image, served over FastAPI + ONNX Runtime" \
+      org.opencontainers.image.description="ONNX classifier ${MODEL_NAME} baked into the image, served over FastAPI + ONNX Runtime" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
-      io.model-in-image.model.path="/model_in_image_pattern/models/iris_svc.onnx" \
-      io.model-in-image.model.sha256="${MODEL_SHA256}"
+      io.model-in-image.model.path="/model_in_image_pattern/models/${MODEL_FILE}" \
+      io.model-in-image.model.name="${MODEL_NAME}" \
+      io.model-in-image.model.sha256="${MODEL_SHA256}" \
+      io.model-in-image.model.classes="${MODEL_CLASSES}" \
+      io.model-in-image.model.input-width="${MODEL_INPUT_WIDTH}" \
+      io.model-in-image.sbom="/model_in_image_pattern/.venv/sbom.cdx.json"

@@ -1,4 +1,4 @@
-"""コマンドライン：model-in-image serve | train | predict | info。"""
+"""コマンドライン：model-in-image serve | train | predict | info | card。"""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import logging
 import logging.config
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from model_in_image import __version__
+from model_in_image import __version__, card
 from model_in_image.batch import (
     DEFAULT_CHUNK_ROWS,
     MAX_CHUNK_ROWS,
@@ -30,6 +30,7 @@ from model_in_image.codecs.seed import encode_metadata
 from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import ModelServerError
 from model_in_image.logconfig import logging_config
+from model_in_image.sbom import sbom_summary
 from model_in_image.settings import Settings
 
 EXIT_USAGE = 2
@@ -149,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("info", parents=[model], help="モデルカードとランタイムが導いた情報を表示する")
+    card.add_parser(sub)
     return parser
 
 
@@ -174,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """エントリポイント。終了コードを返す。"""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args.output_dir, args.seed)
+        if args.command in OFFLINE_COMMANDS:  # モデルを設定から読まないコマンド
+            return OFFLINE_COMMANDS[args.command](args)
         overrides = _overrides(args, MODEL_OPTIONS)
         if args.command == "serve":
             _export(overrides | _overrides(args, SERVER_OPTIONS))
@@ -210,6 +212,12 @@ def _train(output_dir: Path, seed: int) -> int:
     return 0
 
 
+OFFLINE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": lambda args: _train(args.output_dir, args.seed),
+    "card": card.main,
+}
+
+
 def _info(dataplane: DataPlane) -> int:
     sig = dataplane.classifier.signature
     info: dict[str, Any] = {
@@ -224,6 +232,7 @@ def _info(dataplane: DataPlane) -> int:
             "num_classes": sig.num_classes,
         },
         "model_card": dataplane.card.model_dump() if dataplane.card else None,
+        "sbom": sbom_summary(),
     }
     print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
     return 0

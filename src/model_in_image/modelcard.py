@@ -91,15 +91,22 @@ def reference_statistics(
 
 
 class ModelCard(BaseModel):
-    """学習結果の記録。sha256 は ONNX ファイルの完全性確認に使う。"""
+    """学習結果の記録。sha256 は ONNX ファイルの完全性確認に使う。
+
+    input_name・input_dtype（float32 / float64）・output_kind（tensor / zipmap）は
+    モデルから導いた値。
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
 
     name: str
     model_file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input_name: str | None = None
+    input_dtype: str | None = None
     input_width: int = Field(ge=1)
     classes: list[str]
+    output_kind: str | None = None
     heldout_accuracy: float | None = None
     sample_input: list[list[float]] = Field(min_length=1)
     library_versions: dict[str, str] = Field(default_factory=dict)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from model_in_image.card import ModelFacts
 from model_in_image.modelcard import ModelCard, reference_statistics
-from model_in_image.runtime import sha256_of
+from model_in_image.runtime import OnnxClassifier, sha256_of
 
 SEED = 42
 TEST_SIZE = 0.2
@@ -104,12 +105,16 @@ def train(output_dir: Path, seed: int = SEED) -> TrainResult:
     label_path = output_dir / LABEL_FILE
     label_path.write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
 
+    facts = ModelFacts.of(OnnxClassifier(model_path, label_path), "iris_svc")
     card = ModelCard(
-        name="iris_svc",
+        name=facts.name,
         model_file=MODEL_FILE,
         sha256=sha256_of(model_path),
+        input_name=facts.input_name,
+        input_dtype=facts.input_dtype,
         input_width=features.shape[1],
         classes=list(labels.values()),
+        output_kind=facts.output_kind,
         heldout_accuracy=round(accuracy, 6),
         sample_input=[features[0].astype(np.float64).round(6).tolist()],
         library_versions={p: version(p) for p in ("scikit-learn", "skl2onnx", "onnx", "numpy")},

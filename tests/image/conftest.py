@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from support.docker import IMAGE, DockerEnv, Launcher, docker, unavailable
+from support.docker import IMAGE, DockerEnv, ImageBuilder, Launcher, docker, unavailable
 from support.figures import figure_recorder
+from support.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,11 @@ def module_launcher(docker_env: DockerEnv) -> Iterator[Launcher]:
 def record_figure(pytestconfig: pytest.Config) -> Callable[[str], None]:
     """測った値を記録し、テストの最後にまとめて表示する。"""
     return figure_recorder(pytestconfig, "model-in-image container figures")
+
+
+@pytest.fixture(scope="session")
+def image_builder(docker_env: DockerEnv) -> Iterator[ImageBuilder]:
+    """テストが作るイメージ（セッションの後で必ず削除）。"""
+    builder = ImageBuilder(docker_env, REPO_ROOT)
+    yield builder
+    builder.remove_all()

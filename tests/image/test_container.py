@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,9 @@ from support.docker import (
     IMAGE_MODEL_PATH,
     REFERENCE_MODEL,
     Container,
+    DockerEnv,
     Launcher,
+    docker,
     http_get,
     http_post_json,
 )
@@ -31,6 +35,17 @@ SPECIES = [
 LABELS = ["setosa", "versicolor", "virginica"]
 # ヘルスチェックを 1 秒間隔にして healthy になるまでを短くする
 FAST_HEALTH = ["--health-interval=1s", "--health-timeout=3s", "--health-retries=3"]
+COLD_RUNS = 3
+# 目標は 1 秒未満（docs/docker.md）。時間は共有のマシンで大きく揺れるので、ここでは桁違いの退行
+# だけを落とし、.pyc が使われていることは test_start_up_imports_come_from_bytecode が確かめる
+COLD_START_LIMIT_S = 5.0
+# サーバーの起動で読むモジュール（設定・uvicorn の設定の読み込み・モデルの読み込みまで）
+START_UP_IMPORTS = (
+    "from model_in_image.cli import main; from model_in_image.settings import Settings; "
+    "from model_in_image.server import uvicorn_config; "
+    "from model_in_image.dataplane import load_dataplane; "
+    "uvicorn_config(Settings(), multiprocess=False).load(); load_dataplane(Settings())"
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +60,36 @@ def served(module_launcher: Launcher, record_figure: Callable[[str], None]) -> C
 def test_starts_quickly(served: Container) -> None:
     assert served.ready_after is not None
     assert served.ready_after < 5.0, f"first /health 200 after {served.ready_after:.2f} s"
+
+
+def test_cold_start_median(launcher: Launcher, record_figure: Callable[[str], None]) -> None:
+    """docker run → /health 200 を新しいコンテナで 3 回（中央値。共有マシンでは揺れる）。"""
+    times = []
+    for _ in range(COLD_RUNS):
+        container = launcher.start()
+        assert container.ready_after is not None
+        times.append(container.ready_after)
+        docker("rm", "-f", "-v", container.name)  # 次の測定と CPU を取り合わない
+    median = statistics.median(times)
+    runs = ", ".join(f"{t:.2f}" for t in times)
+    record_figure(
+        f"docker run -> first 200 on /health, median of {COLD_RUNS} cold runs: {median:.2f} s "
+        f"({runs})"
+    )
+    assert median < COLD_START_LIMIT_S, f"median {median:.2f} s over {COLD_RUNS} runs ({runs})"
+
+
+def test_start_up_imports_come_from_bytecode(docker_env: DockerEnv) -> None:
+    """起動の経路のモジュールはすべて .pyc から読む（ソースからだと起動が約 3 倍になる）。"""
+    proc = docker(
+        "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+        "--entrypoint", "python3", docker_env.image, "-v", "-c", START_UP_IMPORTS,
+    )  # fmt: skip
+    loaded = re.findall(
+        r"^# code object from '?(/model_in_image_pattern/[^' ]+)", proc.stderr, re.M
+    )
+    assert len(loaded) > 300, proc.stderr[-2000:]
+    assert [path for path in loaded if not path.endswith(".pyc")] == []
 
 
 def test_health(served: Container) -> None:

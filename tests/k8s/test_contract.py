@@ -137,12 +137,14 @@ def dockerfile_final_stage() -> list[str]:
 
 
 def dockerfile_env(stage: list[str]) -> dict[str, str]:
-    """最後のステージの ENV（KEY=VALUE 形式）。"""
+    """最後のステージの ENV（KEY=VALUE 形式。${ARG} は最初の FROM の前の ARG の既定値に展開）。"""
+    head = DOCKERFILE.read_text(encoding="utf-8").split("\nFROM ", 1)[0]
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", head, flags=re.M))
     env: dict[str, str] = {}
     for line in stage:
         if line.upper().startswith("ENV "):
             env.update(re.findall(r"(\w+)=(\S+)", line[4:]))
-    return env
+    return {k: re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), v) for k, v in env.items()}
 
 
 def test_uid_matches_the_dockerfile_user(rendered: dict[str, list[Obj]]) -> None:

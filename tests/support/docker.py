@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -175,3 +176,63 @@ class Launcher:
         for name in self.names:
             docker("rm", "-f", "-v", name, check=False)
         self.names.clear()
+
+
+BUILD_TIMEOUT = 900.0
+PARENT_MAKE_ENV = frozenset({"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"})
+
+
+class ImageBuilder:
+    """テストが自分で作るイメージ（一意のタグ、テストの後で必ず削除）。
+
+    土台は試験対象のイメージと同じ（依存関係の層はそのビルドのキャッシュを使う）。
+    既定ブリッジの無いエンジンでは docker build も --network host。
+    """
+
+    def __init__(self, docker_env: DockerEnv, repo: Path) -> None:
+        self.docker_env = docker_env
+        self.repo = repo
+        self.base = docker_env.image_info["Config"]["Labels"]["org.opencontainers.image.base.name"]
+        self.tags: list[str] = []
+
+    def tag(self, name: str) -> str:
+        """一意のタグを作って覚える。"""
+        tag = f"mii-test-{name}-{uuid.uuid4().hex[:8]}:test"
+        self.tags.append(tag)
+        return tag
+
+    def make_image(self, tag: str, **variables: str) -> subprocess.CompletedProcess[str]:
+        """`make image VAR=...` を実行する（失敗しても例外にしない）。"""
+        args = [f"{k}={v}" for k, v in {"IMAGE": tag, "BASE_IMAGE": self.base, **variables}.items()]
+        # make test の中から呼ぶので、親の make の設定（ジョブサーバなど）は引き継がない
+        env = {k: v for k, v in os.environ.items() if k not in PARENT_MAKE_ENV}
+        return subprocess.run(
+            ["make", "--no-print-directory", "image", *args],
+            cwd=self.repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            check=False,
+        )
+
+    def docker_build(self, tag: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+        """リポジトリをコンテキストにした素の docker build（tag が None ならタグなし）。"""
+        network = ["--network", "host"] if self.docker_env.host_network else []
+        tagging = ["-t", tag] if tag else []
+        return docker(
+            "build", *network, "--force-rm", "--build-arg", f"BASE_IMAGE={self.base}",
+            *tagging, *args, str(self.repo),
+            timeout=BUILD_TIMEOUT, check=False,
+        )  # fmt: skip
+
+    def env_for(self, tag: str) -> DockerEnv:
+        """そのイメージを起動するための DockerEnv。"""
+        info = json.loads(docker("image", "inspect", tag).stdout)[0]
+        return DockerEnv(image=tag, image_info=info, host_network=self.docker_env.host_network)
+
+    def remove_all(self) -> None:
+        """作ったイメージをすべて削除する。"""
+        for tag in self.tags:
+            docker("rmi", "-f", tag, check=False)
+        self.tags.clear()

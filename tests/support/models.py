@@ -41,9 +41,79 @@ def export_onnx(estimator: Any, sample: np.ndarray[Any, Any], *, zipmap: bool) -
     return onx.SerializeToString()  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class MadeModel:
+    """テストが学習して書き出したモデル（files）と、答えを比べるための元のモデルと入力。"""
+
+    files: ModelFiles
+    features: np.ndarray[Any, Any]
+    class_names: list[str]
+
+    def expected_proba(self) -> np.ndarray[Any, Any]:
+        """元の scikit-learn モデルの predict_proba。"""
+        return np.asarray(self.files.estimator.predict_proba(self.features))
+
+
+def _classification(width: int, classes: int, seed: int) -> tuple[Any, Any]:
+    from sklearn.datasets import make_classification
+
+    return make_classification(
+        n_samples=300,
+        n_features=width,
+        n_informative=min(width, max(2, classes + 1)),
+        n_redundant=0,
+        n_classes=classes,
+        random_state=seed,
+    )
+
+
+def gradient_boosted(directory: Path, *, width: int = 12, classes: int = 5) -> MadeModel:
+    """勾配ブースティングの木（ONNX の TreeEnsembleClassifier、float32 入力、ZipMap 出力）。"""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    features, target = _classification(width, classes, seed=1)
+    features = features.astype(np.float32)
+    estimator = GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=0)
+    estimator.fit(features, target)
+    return _write(directory, "churn_gbdt", estimator, features, classes, zipmap=True)
+
+
+def logistic_double(directory: Path, *, width: int = 7, classes: int = 3) -> MadeModel:
+    """多クラスのロジスティック回帰（float64 入力、確率はテンソル出力）。"""
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = _classification(width, classes, seed=2)
+    estimator = LogisticRegression(max_iter=1000).fit(features, target)
+    return _write(directory, "fraud_lr", estimator, features, classes, zipmap=False)
+
+
+def linear_regressor(directory: Path, *, width: int = 3, labels: int = 3) -> ModelFiles:
+    """回帰モデル（分類器ではない：出力は [N, 1] の予測値）と、分類器のつもりのラベル。"""
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(50, width)).astype(np.float32)
+    estimator = LinearRegression().fit(features, features.sum(axis=1))
+    model = directory / "price_regressor.onnx"
+    model.write_bytes(export_regressor(estimator, features[:1]))
+    names = write_labels(directory / "labels.json", {str(i): f"c{i}" for i in range(labels)})
+    return ModelFiles(model, names, estimator)
+
+
 def export_regressor(estimator: Any, sample: np.ndarray[Any, Any]) -> bytes:
     """回帰モデルを skl2onnx で書き出す（分類器ではないモデルの例）。"""
     from skl2onnx import to_onnx
 
     onx = to_onnx(estimator, sample, target_opset={"": 17, "ai.onnx.ml": 3})
     return onx.SerializeToString()  # type: ignore[no-any-return]
+
+
+def _write(
+    directory: Path, name: str, estimator: Any, features: Any, classes: int, *, zipmap: bool
+) -> MadeModel:
+    directory.mkdir(parents=True, exist_ok=True)
+    model = directory / f"{name}.onnx"
+    model.write_bytes(export_onnx(estimator, features[:1], zipmap=zipmap))
+    class_names = [f"{name}_class_{i}" for i in range(classes)]
+    labels = write_labels(directory / "labels.json", dict(enumerate(class_names)))
+    return MadeModel(ModelFiles(model, labels, estimator), features, class_names)

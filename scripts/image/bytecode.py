@@ -1,0 +1,149 @@
+"""イメージの仮想環境のバイトコード（__pycache__/*.pyc）を、サーバーが読み込むモジュールの分だけ残す。
+
+  python3 bytecode.py record OUT
+      焼き込むモデルでサーバーを 127.0.0.1 の空きポートに起動し（設定は環境変数）、OpenAPI に
+      載っているすべてのルートと /docs・/redoc に要求を送ってから、読み込まれたモジュールの
+      .pyc の場所（site-packages からの相対パス）を OUT に 1 行ずつ書く。
+  python3 bytecode.py prune LIST SITE
+      SITE の .pyc のうち LIST に無いものを消す。
+
+読み込まれないモジュールもソース（.py）は残るので、後で使われてもその場でコンパイルされて動く
+（その import が少し遅くなるだけ）。起動と推論の経路は .pyc のまま速い。
+Dockerfile の model ステージ（record）と venv ステージ（prune）が使う。標準ライブラリだけで書く。
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import sysconfig
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT = 60.0
+
+
+def _send(base: str, method: str, path: str, body: bytes | None = None) -> None:
+    """要求を送る（応答の状態は問わない：読み込まれるモジュールを集めるのが目的）。"""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    request = urllib.request.Request(base + path, body, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        exc.read()
+
+
+def _example_path(path: str, parameters: list[dict[str, Any]]) -> str:
+    for param in parameters:
+        if param.get("in") == "path":
+            example = param.get("example", param.get("schema", {}).get("example", "x"))
+            path = path.replace("{" + param["name"] + "}", str(example))
+    return path
+
+
+def _bodies(operation: dict[str, Any], sample: list[list[float]]) -> list[bytes]:
+    content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    examples = [content["example"]] if "example" in content else []
+    examples += [e.get("value") for e in content.get("examples", {}).values()]
+    return [json.dumps(e).encode() for e in examples] + [
+        json.dumps({"data": sample}).encode(),
+        b'{"data": [[1e999]]}',
+        b"{",
+    ]
+
+
+def exercise(base: str) -> None:
+    """OpenAPI のすべてのルート（例の値で）と、文書・資産・存在しないパスに要求を送る。"""
+    with urllib.request.urlopen(base + "/openapi.json", timeout=10) as response:
+        spec = json.loads(response.read())
+    with urllib.request.urlopen(base + "/metadata", timeout=10) as response:
+        sample = json.loads(response.read())["data_sample"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            url = _example_path(path, operation.get("parameters", []))
+            if method == "get":
+                _send(base, "GET", url)
+                _send(base, "HEAD", url)
+            else:
+                for body in _bodies(operation, sample):
+                    _send(base, method.upper(), url, body)
+    for path in ("/docs", "/redoc", "/docs-assets/favicon.png", "/no-such-path"):
+        _send(base, "GET", path)
+
+
+def record(out: Path) -> None:
+    """サーバーを起動して要求を送り、読み込まれた .pyc の場所を書く。
+
+    読んだ .pyc は監査フック（open イベント）で集める：import に失敗したモジュール
+    （uvicorn が試す任意の依存など）の .pyc も、起動のたびに読まれるので残す。
+    """
+    site = Path(sysconfig.get_path("purelib"))
+    loaded: set[str] = set()
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and isinstance(args[0], str) and args[0].endswith(".pyc"):
+            path = Path(args[0])
+            if path.is_relative_to(site):
+                loaded.add(str(path.relative_to(site)))
+
+    sys.addaudithook(hook)
+    import uvicorn
+
+    from model_in_image.server import uvicorn_config
+    from model_in_image.settings import Settings
+
+    # JSON ログとアクセスログの経路も通す
+    settings = Settings(log_format="JSON", access_log=True)
+    server = uvicorn.Server(uvicorn_config(settings, multiprocess=False))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sys.exit("bytecode record: the server did not start")
+        time.sleep(0.05)
+    try:
+        exercise(base)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    out.write_text("".join(f"{name}\n" for name in sorted(loaded)), encoding="utf-8")
+    print(f"bytecode record: {len(loaded)} .pyc read from {site}", file=sys.stderr)
+
+
+def prune(keep_list: Path, site: Path) -> None:
+    """keep_list に無い .pyc を消す。"""
+    keep = set(keep_list.read_text(encoding="utf-8").split())
+    kept = removed = kept_bytes = removed_bytes = 0
+    for pyc in site.rglob("*.pyc"):
+        size = pyc.stat().st_size
+        if str(pyc.relative_to(site)) in keep:
+            kept, kept_bytes = kept + 1, kept_bytes + size
+        else:
+            pyc.unlink()
+            removed, removed_bytes = removed + 1, removed_bytes + size
+    print(
+        f"bytecode prune: kept {kept} .pyc ({kept_bytes / 1e6:.1f} MB), "
+        f"removed {removed} ({removed_bytes / 1e6:.1f} MB)",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    match sys.argv[1:]:
+        case ["record", out]:
+            record(Path(out))
+        case ["prune", keep_list, site]:
+            prune(Path(keep_list), Path(site))
+        case _:
+            sys.exit(__doc__)

@@ -1,0 +1,326 @@
+"""持ち込みモデルのモデルカード（`model-in-image card`）と、イメージのビルド時の検査。
+
+カードを作るときも確かめるときも、サーバーの起動と同じ読み込みを通す（作るときは
+OnnxClassifier と DataPlane のウォームアップ、確かめるときは load_dataplane そのもの）。
+サーバーが拒むモデルはカードを作れず、イメージのビルドも理由の 1 行で失敗する。
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from model_in_image import __version__
+from model_in_image.dataplane import DataPlane, Limits, load_dataplane
+from model_in_image.errors import ModelLoadError, ModelServerError
+from model_in_image.modelcard import ModelCard, reference_statistics
+from model_in_image.runtime import OnnxClassifier
+from model_in_image.settings import Settings
+
+# サンプルの行数の上限はサーバーの既定（MAX_BATCH_ROWS）と同じ
+MAX_SAMPLE_ROWS: int = Settings.model_fields["max_batch_rows"].default
+REFUSED = "model refused: "
+
+
+class CardInputError(ModelServerError):
+    """card コマンドへの入力（サンプル・参照データ・出力先）の誤り。モデルの拒否とは分ける。"""
+
+    status_code = 400
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """モデルとラベルから導いた、イメージに記録する値。"""
+
+    model_file: str
+    name: str
+    sha256: str
+    input_name: str
+    input_dtype: str
+    input_width: int
+    classes: tuple[str, ...]
+    output_kind: str
+
+    @classmethod
+    def of(cls, classifier: OnnxClassifier, name: str) -> ModelFacts:
+        """読み込んだ分類器の値。"""
+        sig = classifier.signature
+        return cls(
+            model_file=classifier.model_path.name,
+            name=name,
+            sha256=classifier.sha256,
+            input_name=sig.input_name,
+            input_dtype=np.dtype(classifier.input_dtype).name,
+            input_width=sig.input_width,
+            classes=classifier.labels,
+            output_kind=sig.output_kind.value,
+        )
+
+    def build_args(self) -> dict[str, str]:
+        """docker build の引数（Dockerfile の ARG と同じ名前）。"""
+        return {
+            "MODEL_FILE": self.model_file,
+            "MODEL_NAME": self.name,
+            "MODEL_SHA256": self.sha256,
+            "MODEL_CLASSES": classes_json(self.classes),
+            "MODEL_INPUT_WIDTH": str(self.input_width),
+        }
+
+
+def classes_json(classes: Sequence[str]) -> str:
+    """クラス名の JSON 配列（イメージのラベルの値。空白なし、ASCII 以外もそのまま）。"""
+    return json.dumps(list(classes), ensure_ascii=False, separators=(",", ":"))
+
+
+def create_card(
+    model: Path,
+    labels: Path,
+    *,
+    name: str | None = None,
+    sample: list[list[float]] | None = None,
+    reference: Path | None = None,
+) -> ModelCard:
+    """どこかで学習したモデルのカードを作る（サーバーが拒むモデルなら ModelLoadError）。
+
+    サンプルは指定が無ければ参照データの先頭行、それも無ければ 0 の 1 行（どちらもモデルが
+    受け付けることをウォームアップで確かめる）。参照データがあれば特徴量ごとの参照分布を付ける。
+    """
+    classifier = OnnxClassifier(model, labels)
+    facts = ModelFacts.of(classifier, name or model.stem)
+    data, feature_names = (
+        read_reference(reference, facts.input_width) if reference else (None, None)
+    )
+    if sample is None:
+        sample = [data[0].tolist()] if data is not None else [[0.0] * facts.input_width]
+    # サーバーの起動と同じウォームアップ：サンプルを検証して推論する
+    DataPlane(
+        classifier=classifier,
+        model_name=facts.name,
+        sample=sample,
+        limits=Limits(max_rows=MAX_SAMPLE_ROWS),
+    )
+    names = feature_names or [f"x{i}" for i in range(facts.input_width)]
+    return ModelCard(
+        name=facts.name,
+        model_file=facts.model_file,
+        sha256=facts.sha256,
+        input_name=facts.input_name,
+        input_dtype=facts.input_dtype,
+        input_width=facts.input_width,
+        classes=list(facts.classes),
+        output_kind=facts.output_kind,
+        sample_input=sample,
+        feature_names=feature_names,
+        reference=reference_statistics(data, names) if data is not None else None,
+        validated_with={"model-in-image": __version__, "onnxruntime": version("onnxruntime")},
+    )
+
+
+def read_reference(path: Path, width: int) -> tuple[np.ndarray[Any, Any], list[str] | None]:
+    """参照データの CSV（見出し行は任意）を [N, width] の配列と特徴量名にする。"""
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CardInputError(f"cannot read reference data {path}: {exc}") from exc
+    header = _header(rows[0]) if rows else None
+    if header is not None:
+        rows = rows[1:]
+    if not rows:
+        raise CardInputError(f"reference data {path} has no data rows")
+    for i, row in enumerate([header, *rows] if header else rows):
+        if len(row) != width:
+            raise CardInputError(
+                f"reference data {path} line {i + 1} has {len(row)} columns; "
+                f"the model expects {width} features"
+            )
+    try:
+        data = np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise CardInputError(f"reference data {path}: {exc}") from exc
+    if not np.isfinite(data).all():
+        raise CardInputError(f"reference data {path} must contain finite numbers only")
+    return data, header
+
+
+def _header(row: list[str]) -> list[str] | None:
+    """先頭行が数値の行でなければ見出し（特徴量名）。"""
+    try:
+        np.array(row, dtype=np.float64)
+    except ValueError:
+        return [cell.strip() for cell in row]
+    return None
+
+
+def parse_sample(text: str) -> list[list[float]]:
+    """--sample の JSON（SAMPLE_DATA と同じ [[...], ...]）を行のリストにする。"""
+    try:
+        rows = msgspec.json.decode(text, type=list[list[float]])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CardInputError(
+            f"--sample must be JSON rows of numbers like [[5.1, 3.5]]: {exc}"
+        ) from exc
+    if not rows or not all(rows):
+        raise CardInputError("--sample must have at least one non-empty row")
+    return rows
+
+
+def check_model(
+    model: Path, labels: Path, card_path: Path, expected: Mapping[str, str] | None = None
+) -> ModelFacts:
+    """イメージに焼き込む組をサーバーの起動と同じ読み込みで確かめ、記録する値を返す。
+
+    モデルカードはモデルから導いた値（入力幅・クラス・入力名・型・出力形式）と、expected
+    （Dockerfile の ARG）は記録する値と一致しなければならない。違えば ModelLoadError。
+    """
+    expected = dict(expected or {})
+    settings = Settings(
+        model_filepath=model,
+        label_filepath=labels,
+        model_card_filepath=card_path,
+        model_sha256=expected.get("MODEL_SHA256") or None,
+        model_name=None,
+        sample_data=None,
+    )
+    dataplane = load_dataplane(settings)
+    card = dataplane.card
+    if card is None:  # pragma: no cover - model_card_filepath を渡したので必ずある
+        raise ModelLoadError(f"model card not found: {card_path}")
+    facts = ModelFacts.of(dataplane.classifier, card.name)
+    _check_card(card, facts)
+    _check_expected(expected, facts)
+    return facts
+
+
+def _check_card(card: ModelCard, facts: ModelFacts) -> None:
+    claims: dict[str, tuple[object, object]] = {
+        "input_width": (card.input_width, facts.input_width),
+        "classes": (card.classes, list(facts.classes)),
+        "input_name": (card.input_name, facts.input_name),
+        "input_dtype": (card.input_dtype, facts.input_dtype),
+        "output_kind": (card.output_kind, facts.output_kind),
+    }
+    for field, (claimed, actual) in claims.items():
+        if claimed is not None and claimed != actual:
+            raise ModelLoadError(
+                f"model card {field} is {claimed!r} but the model and labels give {actual!r}"
+            )
+
+
+def _check_expected(expected: Mapping[str, str], facts: ModelFacts) -> None:
+    actual = facts.build_args()
+    for key, value in expected.items():
+        if key not in actual:
+            raise CardInputError(f"unknown build argument {key} (known: {', '.join(actual)})")
+        if _normalise(key, value) != actual[key]:
+            raise ModelLoadError(
+                f"build argument {key}={value} does not match the model ({actual[key]})"
+            )
+
+
+def _normalise(key: str, value: str) -> str:
+    """クラスは JSON として、入力幅は整数として比べる（書き方の違いは許す）。"""
+    try:
+        if key == "MODEL_CLASSES":
+            return classes_json(json.loads(value))
+        if key == "MODEL_INPUT_WIDTH":
+            return str(int(value))
+    except (ValueError, TypeError):
+        return value
+    return value.lower() if key == "MODEL_SHA256" else value
+
+
+def write_card(card: ModelCard, output: Path, *, force: bool) -> None:
+    """カードを書き出す（既存のファイルは force のときだけ上書き）。"""
+    if output.exists() and not force:
+        raise CardInputError(f"{output} exists: pass --force to overwrite it")
+    try:
+        card.write(output)
+    except OSError as exc:
+        raise CardInputError(f"cannot write {output}: {exc}") from exc
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`card` サブコマンドの引数。"""
+    card = sub.add_parser("card", help="どこかで学習したモデルのモデルカードを作る・確かめる")
+    card.add_argument("--model", type=Path, required=True, help="ONNX モデル")
+    card.add_argument("--labels", type=Path, required=True, help='ラベル（{"0": "名前", ...}）')
+    card.add_argument("--sample", help="サンプル入力の JSON（例 [[5.1, 3.5, 1.4, 0.2]]）")
+    card.add_argument("--reference", type=Path, help="参照データの CSV（特徴量ごとの参照分布）")
+    card.add_argument("--name", help="モデル名（既定はモデルファイル名の stem）")
+    card.add_argument(
+        "--output",
+        type=Path,
+        help="書き出し先（既定はモデルと同じ場所の model_card.json、- は標準出力）",
+    )
+    card.add_argument("--force", action="store_true", help="既存のファイルを上書きする")
+    card.add_argument(
+        "--check",
+        type=Path,
+        metavar="CARD",
+        help="作らずに、このカードとの組を確かめてビルド引数を出す",
+    )
+    card.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--check で一致を求める値",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """`model-in-image card` の本体。拒否は `model refused: 理由` の 1 行、終了コード 1。"""
+    try:
+        if args.check is not None:
+            facts = check_model(args.model, args.labels, args.check, _expectations(args.expect))
+            print(f"model accepted: {_describe(facts)}", file=sys.stderr)
+            for key, value in facts.build_args().items():
+                print(f"{key}={value}")
+            return 0
+        sample = parse_sample(args.sample) if args.sample is not None else None
+        card = create_card(
+            args.model, args.labels, name=args.name, sample=sample, reference=args.reference
+        )
+        target = args.output or args.model.with_name("model_card.json")
+        if str(target) == "-":
+            print(card.model_dump_json(indent=2))
+        else:
+            write_card(card, target, force=args.force)
+            print(f"wrote {target}: {_describe(card)}", file=sys.stderr)
+    except ModelLoadError as exc:
+        print(REFUSED + exc.message, file=sys.stderr)
+        return 1
+    except ModelServerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _expectations(pairs: Sequence[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CardInputError(f"--expect takes KEY=VALUE, got {pair!r}")
+        result[key] = value
+    return result
+
+
+def _describe(facts: ModelFacts | ModelCard) -> str:
+    """1 行の要約（カードとモデルの値は同じ名前の属性）。"""
+    return (
+        f"{facts.name} ({facts.model_file}, sha256 {facts.sha256[:12]}..., "
+        f"input {facts.input_name} [N, {facts.input_width}] {facts.input_dtype}, "
+        f"{len(facts.classes)} classes, {facts.output_kind} output)"
+    )
