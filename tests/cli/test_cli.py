@@ -102,7 +102,7 @@ def test_every_option_has_help() -> None:
     """どのサブコマンドのどのオプションにも説明がある（--help で読める）。"""
     parser = _parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(sub.choices) == {"serve", "train", "predict", "info"}
+    assert set(sub.choices) == {"serve", "train", "predict", "info", "card"}
     for name, command in sub.choices.items():
         for action in command._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
