@@ -15,6 +15,10 @@ bench: install ## floor・教科書・本実装を wrk で比べる（全部、�
 bench-quick: install ## ベンチマークの短縮版（約 3 分）
 	$(RUN) python -m benchmarks --quick --uv "$(UV)" $(BENCH_ARGS)
 
+.PHONY: bench-protocols
+bench-protocols: install ## gRPC と V2 REST を同じ行数・同時接続数で比べる（1・64 行 × c=1・64、約 4 分）
+	$(RUN) python -m benchmarks --variants ours --loads protocols,c1,c64 --workers 1 --uv "$(UV)" $(BENCH_ARGS)
+
 .PHONY: loadtest
 loadtest: install ## 動いているサーバーに locust で負荷をかけ目標を確かめる（URL=...）
 	$(RUN) locust -f locustfile.py --headless --only-summary \

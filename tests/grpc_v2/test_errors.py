@@ -239,3 +239,15 @@ def test_errors_are_counted_with_bounded_labels(stub: Stub, grpc_server: LiveSer
 def _scrape(server: LiveServer) -> str:
     """/metrics（1 プロセスなら描画の前に観測値が反映される）。"""
     return httpx.get(f"http://{HOST}:{server.port}/metrics", timeout=CALL_TIMEOUT).text
+
+
+@pytest.mark.parametrize("body", [b"\xff\xff\xff", b"\x0a\x05ab"], ids=["garbage", "truncated"])
+def test_malformed_protobuf_is_invalid_argument(grpc_server: LiveServer, body: bytes) -> None:
+    """protobuf として読めないメッセージも入力の誤り（UNKNOWN やトレースバックにしない）。"""
+    with grpc.insecure_channel(grpc_server.grpc_target) as channel:
+        call = channel.unary_unary(f"/{SERVICE}/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            call(body, timeout=CALL_TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed request message" in info.value.details()
+    assert "Traceback" not in grpc_server.log()

@@ -146,6 +146,23 @@ def test_unexpected_error_is_internal_without_details(
     assert counted(state, 500)
 
 
+def test_malformed_message_is_invalid_argument(state: ServerState) -> None:
+    async def never(request: object, context: FakeContext) -> None:
+        raise AssertionError("the handler must not run")
+
+    observed = Observer(state)._observed(METHOD, never, pb.ModelInferRequest.FromString)
+    context = FakeContext()
+
+    async def run() -> None:
+        with pytest.raises(grpc.aio.AbortError):
+            await observed(b"\xff\xff", context)
+
+    asyncio.run(run())
+    assert context.status == StatusCode.INVALID_ARGUMENT
+    assert context.details.startswith("malformed request message: ")
+    assert counted(state, 400)
+
+
 def test_abort_inside_the_handler_keeps_its_code(state: ServerState) -> None:
     async def aborts(request: object, context: FakeContext) -> None:
         await context.abort(StatusCode.NOT_FOUND)

@@ -14,6 +14,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -80,6 +81,14 @@ def http_status(code: grpc.StatusCode | None) -> int:
     return _CODE_TO_HTTP.get(code or grpc.StatusCode.OK, 500)
 
 
+def parse_message(parse: Callable[[bytes], Any], raw: bytes) -> Any:
+    """リクエストを protobuf として解析する（壊れていれば 400 = INVALID_ARGUMENT）。"""
+    try:
+        return parse(raw)
+    except DecodeError as exc:
+        raise ModelServerError(f"malformed request message: {exc}", status_code=400) from None
+
+
 def listen_address(host: str, port: int) -> str:
     """grpc の待ち受けアドレス（IPv6 は角括弧で囲む）。"""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -102,7 +111,8 @@ class Observer(grpc.aio.ServerInterceptor):
     """unary の RPC ごとに、誤りを状態コードに変え（唯一の場所）、メトリクスを記録する。
 
     route ラベルは RPC のフルネーム（登録したサービスのメソッドだけ：有限）、method は GRPC。
-    ストリーミング（Health.Watch）はそのまま通す。
+    protobuf として壊れたメッセージも INVALID_ARGUMENT にするため、解析もここで行う（grpc に
+    任せると UNKNOWN とトレースバックになる）。ストリーミング（Health.Watch）はそのまま通す。
     """
 
     def __init__(self, state: ServerState) -> None:
@@ -121,14 +131,16 @@ class Observer(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
+            behavior = cast("Behavior", handler.unary_unary)
             wrapped = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
-                self._observed(method, cast("Behavior", handler.unary_unary)),
-                request_deserializer=handler.request_deserializer,
+                self._observed(method, behavior, handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return wrapped
 
-    def _observed(self, method: str, behavior: Behavior) -> Behavior:
+    def _observed(
+        self, method: str, behavior: Behavior, parse: Callable[[bytes], Any] | None = None
+    ) -> Behavior:
         async def observed(request: Any, context: Context) -> Any:
             metrics = self.state.metrics
             if metrics is not None:
@@ -136,6 +148,8 @@ class Observer(grpc.aio.ServerInterceptor):
             start = perf_counter()
             code: grpc.StatusCode | None = grpc.StatusCode.OK
             try:
+                if parse is not None:
+                    request = parse_message(parse, request)
                 return await behavior(request, context)
             except ModelServerError as exc:
                 code = status_code(exc)
