@@ -141,3 +141,25 @@ def test_model_metadata_is_the_rest_metadata(dataplane: DataPlane) -> None:
         (t["name"], t["datatype"], t["shape"]) for t in rest["outputs"]
     ]
     assert list(metadata.inputs[0].shape) == [-1, 4]
+
+
+def test_raw_contents_must_match_the_inputs(dataplane: DataPlane) -> None:
+    request = raw(ROWS[:1])
+    request.raw_input_contents.append(bytes(16))
+    with pytest.raises(ModelServerError, match="2 entries for 1 inputs"):
+        v2_grpc.features_of(dataplane, request)
+
+
+def test_typed_value_count_must_match_the_shape(dataplane: DataPlane) -> None:
+    request = typed(ROWS[:2])
+    del request.inputs[0].shape[:]
+    request.inputs[0].shape.extend([3, 4])
+    with pytest.raises(ModelServerError, match=r"has 8 values but shape \[3, 4\] needs 12"):
+        v2_grpc.features_of(dataplane, request)
+
+
+def test_binary_flags_must_be_bool_params() -> None:
+    request = typed(ROWS[:1])
+    request.parameters["binary_data_output"].int64_param = 1
+    with pytest.raises(ModelServerError, match="'binary_data_output' must be a bool_param"):
+        v2_grpc.requested_outputs(request)

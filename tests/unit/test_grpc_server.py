@@ -15,7 +15,7 @@ from model_in_image.api.app import create_app
 from model_in_image.api.grpc_v2 import server as grpc_server
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from model_in_image.api.grpc_v2.server import Observer, http_status, status_code
+from model_in_image.api.grpc_v2.server import GrpcServer, Observer, http_status, status_code
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import InvalidInputError, ModelServerError, NotReadyError
 from model_in_image.metrics import Metrics
@@ -243,6 +243,15 @@ def test_lifespan_starts_serves_drains_and_stops_grpc(
             assert response.id == "in-process"
             assert response.raw_output_contents[1] == b"\x06\x00\x00\x00setosa"
             assert stub.ServerReady(pb.ServerReadyRequest(), timeout=CALL_TIMEOUT).ready
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=CALL_TIMEOUT).live
+            ready = pb.ModelReadyRequest(name="iris_svc", version="1")
+            assert stub.ModelReady(ready, timeout=CALL_TIMEOUT).ready
+            metadata = stub.ServerMetadata(pb.ServerMetadataRequest(), timeout=CALL_TIMEOUT)
+            assert metadata.name == "model-in-image"
+            model = stub.ModelMetadata(
+                pb.ModelMetadataRequest(name="iris_svc"), timeout=CALL_TIMEOUT
+            )
+            assert [t.name for t in model.outputs] == ["probabilities", "label"]
         assert client.portal is not None
         client.portal.call(app._drain_grpc)
         assert health_status(target) == NOT_SERVING
@@ -257,3 +266,26 @@ def test_grpc_port_zero_disables_grpc(make_settings: SettingsFactory) -> None:
     with TestClient(app) as client:
         client.portal.call(app._drain_grpc)  # 無効なら何もしない
         assert client.get("/readyz").status_code == 200
+
+
+def test_server_in_use_port_fails_with_one_line(
+    make_settings: SettingsFactory, dataplane: DataPlane
+) -> None:
+    """同じポートの 2 つ目は起動しない（1 ワーカーでは SO_REUSEPORT を使わない）。"""
+    settings = make_settings(grpc_port=free_port())
+    state = ServerState(model_name="iris_svc", dataplane=dataplane)
+
+    async def scenario() -> str:
+        first, second = GrpcServer(settings, state), GrpcServer(settings, state)
+        second.drain()  # 起動前のドレインと停止は何もしない
+        await second.stop()
+        await first.start()
+        try:
+            with pytest.raises(ModelServerError) as info:
+                await second.start()
+            return info.value.message
+        finally:
+            await first.stop()
+
+    message = asyncio.run(scenario())
+    assert message.startswith(f"gRPC cannot listen on {HOST}:{settings.grpc_port} (GRPC_PORT")
