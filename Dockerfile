@@ -134,6 +134,7 @@ ENV PATH=/model_in_image_pattern/.venv/bin:${PATH} \
 
 USER 10001:10001
 EXPOSE 8000
+EXPOSE 8081
 STOPSIGNAL SIGTERM
 # 追加のツール不要（python の urllib）。HTTPError/接続失敗で終了コード 1
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

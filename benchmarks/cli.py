@@ -24,8 +24,12 @@ from benchmarks import report, wrk
 from benchmarks.environment import find_uv, gunicorn_worker_class, metadata
 from benchmarks.measure import FULL, QUICK, Plan, Runner
 from benchmarks.variants import (
+    GRPC,
+    LOAD_GROUPS,
     LOADS,
+    PROTOCOL_POINTS,
     ROOT,
+    V2,
     VARIANTS,
     Variant,
     available,
@@ -47,7 +51,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--variants", help=f"測るサーバー（既定: 全部）: {','.join(v.name for v in VARIANTS)}"
     )
     parser.add_argument(
-        "--loads", help=f"測る負荷（既定: 全部）: {','.join(ld.key for ld in LOADS)}"
+        "--loads",
+        help="測る負荷か負荷の組（既定: seed）。組: "
+        f"{', '.join(LOAD_GROUPS)}（protocols は gRPC と V2 REST を同じ行数・接続数で）。"
+        f"負荷: {','.join(ld.key for ld in LOADS)}",
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk のスレッド数")
     parser.add_argument(
@@ -72,7 +79,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def make_plan(args: argparse.Namespace) -> Plan:
     """引数から段取りを作る。"""
     plan = QUICK if args.quick else FULL
-    loads = tuple(args.loads.split(",")) if args.loads else tuple(ld.key for ld in LOADS)
+    names = args.loads.split(",") if args.loads else ["seed"]
+    loads = tuple(key for name in names for key in LOAD_GROUPS.get(name, (name,)))
     unknown = set(loads) - {ld.key for ld in LOADS}
     if unknown:
         raise SystemExit(f"unknown loads: {sorted(unknown)}")
@@ -130,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             variants.insert(0, baseline_variant(args.baseline))
         scripts = {}
         for load in LOADS:
+            if load.api == GRPC:  # gRPC は wrk でなく benchmarks.grpc_load で送る
+                continue
             scripts[load.key] = Path(tmp) / f"{load.key}.lua"
             scripts[load.key].write_text(wrk.lua_script(load.body()))
         runner = Runner(plan, variants, values, settings_env, wrk.find_wrk(), scripts, [], [])
@@ -151,6 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.failures.append("interrupted")
             samples = runner.samples
     return finish(args, plan, meta, runner, samples, time.monotonic() - started)
+
+
+def protocol_pairs() -> list[tuple[str, str, str]]:
+    """（説明, V2 REST の負荷, gRPC の負荷）：同じ行数・同時接続数の組。"""
+    return [
+        (f"{rows} row(s), c={conns}", f"{V2}-r{rows}-c{conns}", f"{GRPC}-r{rows}-c{conns}")
+        for rows, conns in PROTOCOL_POINTS
+    ]
 
 
 def extract_src(ref: str, target: Path) -> Path:
@@ -184,6 +202,10 @@ def finish(
     print(report.render_table(points, labels))
     print()
     print(report.render_ratios(report.ratios(points), labels))
+    protocols = report.render_protocols(points, protocol_pairs())
+    if protocols:
+        print("\ngRPC vs V2 REST (JSON), same rows and concurrency:")
+        print(protocols)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stem = args.out / f"bench-{'quick' if plan.quick else 'full'}-{stamp}"
     report.write_json(stem.with_suffix(".json"), meta, samples, points)

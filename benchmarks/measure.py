@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import procstat, report, wrk
+from benchmarks import grpc_load, procstat, report, wrk
 from benchmarks.environment import wait_for_idle
 from benchmarks.processes import (
     HOST,
@@ -21,7 +21,7 @@ from benchmarks.processes import (
     free_port,
     server_env,
 )
-from benchmarks.variants import LOADS, Load, Variant, expand, loads_for
+from benchmarks.variants import GRPC, LOADS, Load, Variant, expand, loads_for
 
 MB = 1024 * 1024
 WARMUP = next(ld for ld in LOADS if ld.key == "c64")
@@ -89,15 +89,27 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(server: Server, load: Load, script: Path, plan: Plan, wrk_path: str) -> Measured:
-    """1 点を計測する：wrk の前後でプロセスツリーとマシン全体の CPU 時間を読む。"""
+def generate(
+    server: Server, load: Load, script: Path | None, plan: Plan, wrk_path: str, seconds: int
+) -> wrk.WrkResult:
+    """負荷をかける：HTTP は wrk、gRPC は benchmarks.grpc_load（どちらも別プロセス）。"""
+    if load.api == GRPC:
+        target = f"{HOST}:{server.grpc_port}"
+        return grpc_load.run(target, rows=load.rows, connections=load.connections, seconds=seconds)
+    assert script is not None, load.key
     url = f"http://{HOST}:{server.port}{load.path}"
-    options = {"connections": load.connections, "threads": plan.threads}
+    return wrk.run(
+        wrk_path, url, script, connections=load.connections, seconds=seconds, threads=plan.threads
+    )
+
+
+def measure(server: Server, load: Load, script: Path | None, plan: Plan, wrk_path: str) -> Measured:
+    """1 点を計測する：負荷の前後でプロセスツリーとマシン全体の CPU 時間を読む。"""
     if plan.warmup_point:
-        wrk.run(wrk_path, url, script, seconds=plan.warmup_point, **options)
+        generate(server, load, script, plan, wrk_path, plan.warmup_point)
     before = procstat.snapshot(server.pid)
     machine_before, children_before = procstat.system_ticks(), _children_cpu_s()
-    result = wrk.run(wrk_path, url, script, seconds=plan.seconds, **options)
+    result = generate(server, load, script, plan, wrk_path, plan.seconds)
     machine_after, children_after = procstat.system_ticks(), _children_cpu_s()
     after = procstat.snapshot(server.pid)
     server_ticks = procstat.total_ticks(after) - procstat.total_ticks(before)
@@ -159,17 +171,27 @@ class Runner:
             if idle >= self.plan.idle_pct:
                 print(f"  ~ machine {idle:.0f} % busy before {variant.name}; measuring anyway")
         port = free_port()
-        values = {**self.values, "port": str(port), "workers": str(workers)}
+        grpc_port = free_port()
+        while grpc_port == port:
+            grpc_port = free_port()
+        values = {
+            **self.values,
+            "port": str(port),
+            "grpc_port": str(grpc_port),
+            "workers": str(workers),
+        }
         argv = [expand(a, values) for a in variant.argv]
         env = server_env(variant, values, self.settings_env)
-        with Server(variant, argv, env, port) as server:
-            check_response(port, loads[0])
+        with Server(variant, argv, env, port, grpc_port) as server:
+            for load in loads:
+                check_response(server, load)
             # 全ワーカーが起動して温まるまで、1 行・64 接続で負荷をかけて捨てる
             url = f"http://{HOST}:{port}{WARMUP.path}"
             script = self.scripts[WARMUP.key]
             wrk.run(self.wrk_path, url, script, connections=64, seconds=self.plan.warmup_session)
             for load in loads:
-                measured = measure(server, load, self.scripts[load.key], self.plan, self.wrk_path)
+                script = self.scripts.get(load.key)
+                measured = measure(server, load, script, self.plan, self.wrk_path)
                 sample = to_sample(variant.name, workers, load, repeat, measured)
                 self.samples.append(sample)
                 print(_progress(sample, load), flush=True)

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO
 
-from benchmarks.variants import Load, Variant, expand
+from benchmarks import grpc_load
+from benchmarks.variants import GRPC, V2, Load, Variant, expand
 
 HOST = "127.0.0.1"
 STARTUP_SECONDS = 120.0
@@ -74,11 +75,14 @@ def server_env(
 class Server:
     """variant を 1 つ起動し、終了時にプロセスグループごと止める。"""
 
-    def __init__(self, variant: Variant, argv: list[str], env: dict[str, str], port: int) -> None:
+    def __init__(
+        self, variant: Variant, argv: list[str], env: dict[str, str], port: int, grpc_port: int = 0
+    ) -> None:
         self.variant = variant
         self.argv = argv
         self.env = env
         self.port = port
+        self.grpc_port = grpc_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] | None = None
 
@@ -177,9 +181,15 @@ class Server:
         return True
 
 
-def check_response(port: int, load: Load) -> str:
-    """計測前に 1 回送り、200 と prediction を確かめる（応答の先頭を返す）。"""
-    status, body = request(port, "POST", load.path, load.body())
-    if status != 200 or "prediction" not in json.loads(body):
+def check_response(server: Server, load: Load) -> str:
+    """計測前に 1 回送り、正しく答えることを確かめる（応答の要約を返す）。"""
+    if load.api == GRPC:
+        try:
+            return grpc_load.check(f"{HOST}:{server.grpc_port}", load.rows)
+        except Exception as exc:
+            raise ServerStartError(f"gRPC {load.path} failed: {exc}") from None
+    status, body = request(server.port, "POST", load.path, load.body())
+    expected = "outputs" if load.api == V2 else "prediction"
+    if status != 200 or expected not in json.loads(body):
         raise ServerStartError(f"POST {load.path} returned {status}: {body[:300]!r}")
     return body[:120].decode("utf-8", "replace")

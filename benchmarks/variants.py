@@ -1,6 +1,6 @@
 """比較するサーバー（名前 + コマンド + 環境変数）と負荷の定義。データだけで増やせる。
 
-コマンドと環境変数の値は {port} {workers} {python} {uv} {root} {bindir}
+コマンドと環境変数の値は {port} {grpc_port} {workers} {python} {uv} {root} {bindir}
 {gunicorn_worker} {textbook_model} {textbook_labels} を起動時に置き換える。
 """
 
@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXTBOOK_DIR = ROOT / "benchmarks" / "textbook"
 REFERENCE_DIR = ROOT.parent / "shared" / "reference"
 SPECIES_ROWS = ([5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8])
+V2_INFER = "/v2/models/iris_svc/infer"
+GRPC_MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# 負荷の API：seed（POST /predict）・v2（V2 REST の JSON）・grpc（V2 gRPC、raw_input_contents）
+SEED, V2, GRPC = "seed", "v2", "grpc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,30 +37,52 @@ class Variant:
     requires_setting: str | None = None
     # 比較の基準線（表の並びとグラフ用）
     baseline: bool = False
+    # 答えられる負荷の API（floor と教科書はシード API だけ）
+    apis: tuple[str, ...] = (SEED,)
 
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """負荷 1 種類（POST ボディと同時接続数）。"""
+    """負荷 1 種類（API・行数・同時接続数）。HTTP は wrk、gRPC は benchmarks.grpc_load で送る。"""
 
     key: str
     label: str
     path: str
     rows: int
     connections: int
+    api: str = SEED
 
     def body(self) -> str:
-        """3 品種を巡回して rows 行のボディを作る。"""
+        """3 品種を巡回して rows 行の HTTP ボディを作る（シード API か V2 の JSON）。"""
         data = [SPECIES_ROWS[i % len(SPECIES_ROWS)] for i in range(self.rows)]
+        if self.api == V2:
+            flat = [value for row in data for value in row]
+            tensor = {"name": "input", "shape": [self.rows, 4], "datatype": "FP32", "data": flat}
+            return json.dumps({"inputs": [tensor]})
         return json.dumps({"data": data})
 
+
+# gRPC と REST を同じ行数・同じ同時接続数で並べる点（V2 REST の JSON と V2 gRPC）
+PROTOCOL_POINTS = ((1, 1), (1, 64), (64, 1), (64, 64))
 
 LOADS: tuple[Load, ...] = (
     Load("c1", "1 row, c=1", "/predict", 1, 1),
     Load("c16", "1 row, c=16", "/predict", 1, 16),
     Load("c64", "1 row, c=64", "/predict", 1, 64),
     Load("batch64", "64 rows, c=16", "/predict", 64, 16),
+    *(
+        Load(f"{api}-r{rows}-c{conns}", f"{name} {rows} row(s), c={conns}", path, rows, conns, api)
+        for api, name, path in ((V2, "V2 REST", V2_INFER), (GRPC, "gRPC", GRPC_MODEL_INFER))
+        for rows, conns in PROTOCOL_POINTS
+    ),
 )
+
+# --loads で使える負荷の組（既定は seed：floor・教科書と比べるシード API の負荷）
+LOAD_GROUPS: dict[str, tuple[str, ...]] = {
+    "seed": tuple(ld.key for ld in LOADS if ld.api == SEED),
+    "protocols": tuple(ld.key for ld in LOADS if ld.api in (V2, GRPC)),
+    "all": tuple(ld.key for ld in LOADS),
+}
 
 _UVICORN_FLOOR = (
     "{python}",
@@ -82,7 +108,13 @@ _UVICORN_FLOOR = (
     "warning",
 )
 _OURS = ("{uv}", "run", "--frozen", "model-in-image", "serve")
-_OURS_ENV = {"HOST": "127.0.0.1", "PORT": "{port}", "WORKERS": "{workers}"}
+_OURS_ENV = {
+    "HOST": "127.0.0.1",
+    "PORT": "{port}",
+    "GRPC_PORT": "{grpc_port}",
+    "WORKERS": "{workers}",
+}
+_OURS_APIS = (SEED, V2, GRPC)
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(
@@ -116,6 +148,7 @@ VARIANTS: tuple[Variant, ...] = (
         description="model-in-image serve as shipped (uv run --frozen, default settings)",
         argv=_OURS,
         env=_OURS_ENV,
+        apis=_OURS_APIS,
     ),
     Variant(
         name="ours-accesslog",
@@ -144,6 +177,7 @@ def baseline_variant(ref: str) -> Variant:
         description=f"model-in-image serve from src at {ref} (same venv, PYTHONPATH)",
         argv=("{python}", "-m", "model_in_image.cli", "serve"),
         env={**_OURS_ENV, "PYTHONPATH": "{baseline_src}"},
+        apis=(SEED, V2),  # 古い REF には gRPC が無い
     )
 
 
@@ -160,7 +194,11 @@ def loads_for(
     if limited and workers not in (variant.quick_workers or ()):
         return ()
     wanted = variant.quick_loads if quick and variant.quick_loads is not None else keys
-    return tuple(load for load in LOADS if load.key in keys and load.key in wanted)
+    return tuple(
+        load
+        for load in LOADS
+        if load.key in keys and load.key in wanted and load.api in variant.apis
+    )
 
 
 def settings_fields() -> frozenset[str]:

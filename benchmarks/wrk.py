@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MARKER = "WRK_JSON "
 
@@ -63,14 +64,17 @@ def lua_script(body: str) -> str:
     return _LUA.replace("@BODY@", body).replace("@MARKER@", MARKER)
 
 
+def marked_json(stdout: str, marker: str, tool: str) -> Any:
+    """標準出力から marker で始まる 1 行の JSON を取り出す（負荷をかける道具に共通）。"""
+    for line in stdout.splitlines():
+        if line.startswith(marker):
+            return json.loads(line[len(marker) :])
+    raise ValueError(f"no {marker.strip()} line in {tool} output:\n{stdout[-2000:]}")
+
+
 def parse_output(stdout: str) -> WrkResult:
     """wrk の標準出力から done() の JSON 行を取り出して解析する。"""
-    for line in stdout.splitlines():
-        if line.startswith(MARKER):
-            data = json.loads(line[len(MARKER) :])
-            break
-    else:
-        raise ValueError(f"no {MARKER.strip()} line in wrk output:\n{stdout[-2000:]}")
+    data = marked_json(stdout, MARKER, "wrk")
     errors, latency = data["errors"], data["latency_us"]
     return WrkResult(
         requests=int(data["requests"]),

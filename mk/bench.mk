@@ -19,6 +19,10 @@ bench-quick: | $(UV) ## ベンチマークの短縮版（約 3 分）
 bench-batch: | $(UV) ## バッチ推論（predict）と最小の numpy + ONNX Runtime のループを 100 万行の CSV で比べる
 	$(SERVE_RUN) python -m benchmarks.batch $(BENCH_ARGS)
 
+.PHONY: bench-protocols
+bench-protocols: install ## gRPC と V2 REST を同じ行数・同時接続数で比べる（1・64 行 × c=1・64、約 4 分）
+	$(RUN) python -m benchmarks --variants ours --loads protocols,c1,c64 --workers 1 --uv "$(UV)" $(BENCH_ARGS)
+
 .PHONY: loadtest
 loadtest: | $(UV) ## 動いているサーバーに locust で負荷をかけ目標を確かめる（URL=...）
 	$(BENCH_RUN) locust -f locustfile.py --headless --only-summary \

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # サーバー
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Open Inference Protocol の gRPC（KServe の慣例の 8081、0 で無効）。待ち受けアドレスは host
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     access_log: bool = False
     metrics_enabled: bool = True
@@ -122,6 +124,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "SAMPLE_DATA must be a non-empty 2-D list with rows of equal width"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> Settings:
+        """gRPC と HTTP は別のポート。"""
+        if self.grpc_port == self.port:
+            raise ValueError(
+                f"GRPC_PORT must differ from PORT ({self.port}); use 0 to disable gRPC"
+            )
         return self
 
     @property

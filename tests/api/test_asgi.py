@@ -163,6 +163,33 @@ def test_sigterm_drains_then_forwards(sigterm: list[int]) -> None:
     assert not state.ready
 
 
+def test_sigterm_calls_on_drain_once_on_the_loop(sigterm: list[int]) -> None:
+    """gRPC のヘルスを落とすフック：最初の SIGTERM で 1 度だけ、イベントループの上で呼ぶ。"""
+    state = ServerState(model_name=MODEL)
+    drained: list[bool] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_drain() -> None:
+            drained.append(asyncio.get_running_loop() is loop)
+
+        restore = install_drain_handler(state, 10.0, on_drain=on_drain)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, None)
+        assert drained == []  # シグナルハンドラの中では呼ばず、ループに預ける
+        await asyncio.sleep(0.01)
+        assert drained == [True]
+        handler(signal.SIGTERM, None)  # 2 回目は uvicorn へ渡すだけ
+        await asyncio.sleep(0.01)
+        assert drained == [True]
+        assert sigterm == [signal.SIGTERM]
+        restore()
+
+    asyncio.run(scenario())
+
+
 def test_drain_handler_is_a_no_op_off_the_main_thread() -> None:
     import threading
 

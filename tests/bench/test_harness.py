@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
-from benchmarks import procstat, report, wrk
+from benchmarks import grpc_load, procstat, report, wrk
 from benchmarks.cli import extract_src, make_plan, parse_args, select_variants
 from benchmarks.environment import gunicorn_worker_class
 from benchmarks.measure import QUICK
 from benchmarks.processes import server_env
 from benchmarks.variants import (
+    LOAD_GROUPS,
     LOADS,
     VARIANTS,
     baseline_variant,
@@ -21,6 +25,8 @@ from benchmarks.variants import (
     loads_for,
     settings_fields,
 )
+
+from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:49479/predict
@@ -188,6 +194,7 @@ def test_variants_expand_and_select() -> None:
         "textbook_model": "/m.onnx",
         "textbook_labels": "/l.json",
         "port": "8123",
+        "grpc_port": "8124",
         "workers": "2",
     }
     for variant in VARIANTS:
@@ -210,7 +217,7 @@ def test_quick_plan_limits_extra_variants() -> None:
     assert [ld.key for ld in loads_for(accesslog, plan.loads, quick=True)] == ["c64"]
     assert [ld.key for ld in loads_for(accesslog, plan.loads, quick=True, workers=1)] == ["c64"]
     assert loads_for(accesslog, plan.loads, quick=True, workers=2) == ()
-    assert len(loads_for(accesslog, plan.loads, quick=False, workers=2)) == len(LOADS)
+    assert len(loads_for(accesslog, plan.loads, quick=False, workers=2)) == len(LOAD_GROUPS["seed"])
     assert plan.estimate_seconds(VARIANTS) < 4 * 60
     full = make_plan(parse_args(["--repeats", "3", "--workers", "2", "--loads", "c1,c64"]))
     assert (full.quick, full.repeats, full.workers, full.loads) == (False, 3, (2,), ("c1", "c64"))
@@ -227,7 +234,13 @@ def test_baseline_runs_src_of_a_git_ref(tmp_path: Path) -> None:
     src = extract_src("HEAD", tmp_path / "baseline")
     assert (src / "model_in_image" / "__init__.py").is_file()
     variant = baseline_variant("HEAD")
-    values = {"python": "/venv/bin/python", "baseline_src": str(src), "port": "1", "workers": "2"}
+    values = {
+        "python": "/venv/bin/python",
+        "baseline_src": str(src),
+        "port": "1",
+        "grpc_port": "3",
+        "workers": "2",
+    }
     assert [expand(a, values) for a in variant.argv][:3] == [
         "/venv/bin/python",
         "-m",
@@ -235,6 +248,101 @@ def test_baseline_runs_src_of_a_git_ref(tmp_path: Path) -> None:
     ]
     env = server_env(variant, values, ())
     assert env["PYTHONPATH"] == str(src)
-    assert (env["PORT"], env["WORKERS"]) == ("1", "2")
+    assert (env["PORT"], env["GRPC_PORT"], env["WORKERS"]) == ("1", "3", "2")
+    assert variant.apis == ("seed", "v2")  # 古い REF に gRPC は無い
     with pytest.raises(SystemExit, match="git archive no-such-ref"):
         extract_src("no-such-ref", tmp_path / "missing")
+
+
+# --- gRPC と REST の比較（負荷の組・API ごとの負荷・表・gRPC の負荷クライアント） ---------
+
+
+def test_load_groups_default_to_the_seed_api() -> None:
+    assert make_plan(parse_args([])).loads == LOAD_GROUPS["seed"]
+    assert {ld.api for ld in LOADS if ld.key in LOAD_GROUPS["seed"]} == {"seed"}
+    plan = make_plan(parse_args(["--loads", "protocols,c1"]))
+    assert plan.loads == (*LOAD_GROUPS["protocols"], "c1")
+    protocols = [ld for ld in LOADS if ld.key in LOAD_GROUPS["protocols"]]
+    # gRPC と V2 REST が同じ行数・同じ同時接続数で対になる：1 行と 64 行、c=1 と c=64
+    pairs = {(ld.rows, ld.connections) for ld in protocols if ld.api == "grpc"}
+    assert pairs == {(ld.rows, ld.connections) for ld in protocols if ld.api == "v2"}
+    assert pairs == {(1, 1), (1, 64), (64, 1), (64, 64)}
+    with pytest.raises(SystemExit, match="unknown loads"):
+        make_plan(parse_args(["--loads", "grpc-r2-c2"]))
+
+
+def test_only_our_server_gets_v2_and_grpc_loads() -> None:
+    keys = LOAD_GROUPS["all"]
+    by_name = {v.name: v for v in VARIANTS}
+    assert {ld.api for ld in loads_for(by_name["ours"], keys, quick=False)} == {
+        "seed",
+        "v2",
+        "grpc",
+    }
+    for name in ("floor", "textbook"):
+        assert {ld.api for ld in loads_for(by_name[name], keys, quick=False)} == {"seed"}
+
+
+def test_v2_load_body_is_an_inference_request() -> None:
+    load = next(ld for ld in LOADS if ld.key == "v2-r64-c1")
+    body = json.loads(load.body())
+    (tensor,) = body["inputs"]
+    assert (tensor["shape"], tensor["datatype"]) == ([64, 4], "FP32")
+    assert tensor["data"][:8] == [5.1, 3.5, 1.4, 0.2, 5.9, 3.0, 4.2, 1.5]
+    assert load.path == "/v2/models/iris_svc/infer"
+
+
+def _protocol_points() -> list[report.Point]:
+    samples = [
+        dataclasses.replace(_sample("ours", 6000, 80), load="v2-r1-c1", p99_ms=5.0),
+        dataclasses.replace(_sample("ours", 1500, 400), load="grpc-r1-c1", p99_ms=4.0),
+    ]
+    return report.aggregate(samples)
+
+
+def test_protocol_table_pairs_rest_and_grpc() -> None:
+    pairs = [("1 row(s), c=1", "v2-r1-c1", "grpc-r1-c1"), ("64 row(s), c=1", "v2-r64-c1", "x")]
+    table = report.render_protocols(_protocol_points(), pairs)
+    assert "| 2 | ours | 1 row(s), c=1 | 6,000 | 5.00 | 1,500 | 4.00 | 0.25× |" in table
+    assert "64 row(s)" not in table  # 片方しか測っていない点は出さない
+    assert report.render_protocols(_points(), pairs) == ""
+
+
+def test_grpc_load_output_is_parsed_like_wrk() -> None:
+    latencies = [0.001 * (i + 1) for i in range(100)]  # 1〜100 ms
+    summary = grpc_load.summarize(
+        latencies, Counter({"INVALID_ARGUMENT": 2, "UNAVAILABLE": 1}), 2.0
+    )
+    result = grpc_load.parse_output("noise\n" + grpc_load.MARKER + json.dumps(summary) + "\n")
+    assert result.requests == 100
+    assert result.rps == pytest.approx(50.0)
+    assert result.p50_ms == pytest.approx(50.5)
+    assert result.p99_ms == pytest.approx(99.01)
+    assert (result.non_2xx, result.socket_errors, result.errors) == (2, 1, 3)
+    with pytest.raises(ValueError, match="GRPC_LOAD_JSON"):
+        grpc_load.parse_output("nothing\n")
+
+
+def test_grpc_load_request_is_a_raw_model_infer_request() -> None:
+    request = pb.ModelInferRequest.FromString(grpc_load.request_bytes(64))
+    assert request.model_name == "iris_svc"
+    assert list(request.inputs[0].shape) == [64, 4]
+    rows = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(64, 4)
+    assert rows[1].tolist() == pytest.approx([5.9, 3.0, 4.2, 1.5])
+    argv = grpc_load.command("127.0.0.1:1", rows=64, connections=8, seconds=2)
+    assert argv[1:3] == ["-m", "benchmarks.grpc_load"]
+    assert argv[-6:] == ["--rows", "64", "--connections", "8", "--seconds", "2"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--target", "10.0.0.1:8081"],
+        ["--target", "127.0.0.1:1", "--connections", "0"],
+        ["--target", "127.0.0.1:1", "--seconds", "9999"],
+    ],
+    ids=["not-loopback", "no-connections", "too-long"],
+)
+def test_grpc_load_refuses_unbounded_or_remote_runs(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        grpc_load.main(argv)

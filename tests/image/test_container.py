@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as triton
 
 from support.docker import (
     IMAGE_MODEL_PATH,
@@ -23,6 +25,7 @@ from support.docker import (
     http_get,
     http_post_json,
 )
+from support.grpc_v2 import SERVING, health_status
 from support.paths import MODEL_FILE
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(120)]
@@ -143,6 +146,21 @@ def test_predict_batch(served: Container) -> None:
     status, body = http_post_json(served.port, "/predict", {"data": rows})
     assert status == 200
     assert len(body["prediction"]) == 3
+
+
+def test_grpc_serves_the_same_model(served: Container) -> None:
+    """gRPC（Open Inference Protocol、コンテナの 8081）：ヘルスが SERVING で、3 品種を推論する。"""
+    target = f"127.0.0.1:{served.grpc_port}"
+    assert health_status(target) == SERVING
+    with triton.InferenceServerClient(target) as client:
+        rows = np.array([row for row, _ in SPECIES], dtype=np.float32)
+        tensor = triton.InferInput("X", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows)
+        result = client.infer("iris_svc", [tensor], request_id="image", client_timeout=10.0)
+    assert result.get_response().id == "image"
+    labels = result.as_numpy("label")
+    assert labels is not None
+    assert [v.decode() for v in labels.tolist()] == LABELS
 
 
 def test_runs_read_only_as_non_root(served: Container) -> None:

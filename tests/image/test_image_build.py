@@ -52,7 +52,7 @@ def test_image_settings(docker_env: DockerEnv) -> None:
     config = docker_env.image_info["Config"]
     env = _env(docker_env)
     assert config["User"] == f"{UID}:{UID}"
-    assert "8000/tcp" in config["ExposedPorts"]
+    assert {"8000/tcp", "8081/tcp"} <= set(config["ExposedPorts"])
     assert env["HOST"] == "0.0.0.0"
     assert env["PORT"] == "8000"
     assert env["MODEL_FILEPATH"] == IMAGE_MODEL_PATH

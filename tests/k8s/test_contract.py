@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.settings import Settings
 from support.env import SETTINGS_ENV
+from support.grpc_v2 import NOT_SERVING, SERVING, health_status
 from support.net import get_status, wait_for
 from support.paths import LABEL_FILE, MODEL_FILE
 from support.servers import launch
@@ -170,7 +171,8 @@ def test_model_paths_and_port_match_the_image(rendered: dict[str, list[Obj]]) ->
         for name in ("MODEL_FILEPATH", "LABEL_FILEPATH"):
             if name in image_env:
                 assert env[name] == image_env[name], name
-        assert str(container(objects)["ports"][0]["containerPort"]) in exposed
+        # コンテナのポート（http と grpc）はどれもイメージが EXPOSE する
+        assert {str(p["containerPort"]) for p in container(objects)["ports"]} <= exposed
 
 
 def test_make_image_builds_the_tag_the_local_overlays_run() -> None:
@@ -191,9 +193,10 @@ def pod_server(rendered: dict[str, list[Obj]], tmp_path: Path) -> Iterator[tuple
     # Pod の環境変数をそのまま使い、モデルのパスと待ち受けだけを差し替える
     env = {**env_values(container(objects)), "HOST": "127.0.0.1"}
     env.update(MODEL_FILEPATH=str(MODEL_FILE), LABEL_FILEPATH=str(LABEL_FILE))
-    server = launch(tmp_path, env, cwd=tmp_path)
+    del env["GRPC_PORT"]  # gRPC も 127.0.0.1 の空きポートで（grpc=True）
+    server = launch(tmp_path, env, cwd=tmp_path, grpc=True)
     try:
-        yield objects, server.port, server.process, server.log_path
+        yield objects, server.port, server.process, server.log_path, server.grpc_target
     finally:
         if server.process.poll() is None:
             server.process.kill()
@@ -201,7 +204,7 @@ def pod_server(rendered: dict[str, list[Obj]], tmp_path: Path) -> Iterator[tuple
 
 
 def test_pod_env_serves_probes_and_drains_like_kubelet_expects(pod_server: tuple[Any, ...]) -> None:
-    objects, port, proc, log = pod_server
+    objects, port, proc, log, grpc_target = pod_server
     ctr = container(objects)
     startup, ready, alive = (ctr[kind]["httpGet"]["path"] for kind in PROBES)
     budget = ctr["startupProbe"]["periodSeconds"] * ctr["startupProbe"]["failureThreshold"]
@@ -212,6 +215,7 @@ def test_pod_env_serves_probes_and_drains_like_kubelet_expects(pod_server: tuple
     # 起動：startup プローブの猶予内に応答し、readiness も通る
     wait_for(lambda: get_status(port, startup) == 200, budget, "startup probe", proc)
     assert get_status(port, ready) == 200
+    assert health_status(grpc_target) == SERVING  # 任意の gRPC プローブ（docs/kubernetes.md）
     stats = load_client.run("127.0.0.1", port, 21, 30.0, lambda _: None)
     assert stats["failed"] == 0, stats["errors"]
 
@@ -219,6 +223,7 @@ def test_pod_env_serves_probes_and_drains_like_kubelet_expects(pod_server: tuple
     stopped_at = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     wait_for(lambda: get_status(port, ready) == 503, 2.0, "readiness to fail", proc)
+    assert health_status(grpc_target) == NOT_SERVING
     assert get_status(port, alive) == 200
     assert load_client.request_once("127.0.0.1", port, *load_client.SAMPLES[2]) is None
 

@@ -98,8 +98,8 @@ def test_loaded_image_is_the_one_the_overlay_runs(
 
 def test_node_port_and_apply_output_match(doc: str, rendered: dict[str, list[Obj]]) -> None:
     objects = rendered["minikube"]
-    (port,) = only(objects, "Service")["spec"]["ports"]
-    assert f"{port['port']}:{port['nodePort']}/TCP" in doc
+    ports = only(objects, "Service")["spec"]["ports"]
+    assert ",".join(f"{p['port']}:{p['nodePort']}/TCP" for p in ports) in doc
     created = re.findall(r"^([a-z]+)(?:\.[a-z0-9.]+)?/(\S+) created$", doc, re.M)
     assert created == [(o["kind"].lower(), o["metadata"]["name"]) for o in objects]
 

@@ -33,7 +33,8 @@ UID = 10001
 CPU_CORES = 0.5
 MEMORY_BYTES = 300 * 2**20
 SERVICE_PORT = 8000
-NODE_PORT = 30080
+GRPC_PORT = 8081
+NODE_PORTS = {"http": 30080, "grpc": 30081}
 SHUTDOWN_MARGIN_S = 10
 MIN_STARTUP_BUDGET_S = 30
 RESTRICTED_VOLUMES = {
@@ -98,6 +99,9 @@ def test_server_listens_on_all_interfaces_at_the_container_port(objects: list[Ob
     assert ports["http"].get("protocol", "TCP") == "TCP"
     assert env["HOST"] == "0.0.0.0"
     assert int(env["PORT"]) == ports["http"]["containerPort"]
+    assert ports["grpc"]["containerPort"] == GRPC_PORT
+    assert ports["grpc"].get("protocol", "TCP") == "TCP"
+    assert int(env["GRPC_PORT"]) == ports["grpc"]["containerPort"]
 
 
 def test_model_files_come_from_the_image(objects: list[Obj]) -> None:
@@ -227,10 +231,15 @@ def test_service_selects_the_pods_and_targets_the_named_port(objects: list[Obj])
     service = only(objects, "Service")
     assert service["metadata"]["name"] == APP
     assert selects(service["spec"]["selector"], pod_labels(objects))
-    names = {p["name"] for p in container(objects)["ports"]}
-    (port,) = service["spec"]["ports"]
-    assert port["port"] == SERVICE_PORT
-    assert port["targetPort"] in names
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert {name: p["port"] for name, p in ports.items()} == {
+        "http": SERVICE_PORT,
+        "grpc": GRPC_PORT,
+    }
+    # Service のポートは同じ名前のコンテナポートを名前で指す
+    assert {name: p["targetPort"] for name, p in ports.items()} == {"http": "http", "grpc": "grpc"}
+    assert {p["name"] for p in container(objects)["ports"]} == set(ports)
+    assert ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
 
 
 def test_disruption_budget_covers_the_pods_and_allows_drains(objects: list[Obj]) -> None:
@@ -357,13 +366,12 @@ def test_local_overlays_run_the_loaded_tutorial_image(
 
 
 @pytest.mark.parametrize("overlay", LOCAL_OVERLAYS)
-def test_local_overlays_expose_node_port_30080(
+def test_local_overlays_expose_node_ports_30080_and_30081(
     rendered: dict[str, list[Obj]], overlay: str
 ) -> None:
     service = only(rendered[overlay], "Service")
     assert service["spec"]["type"] == "NodePort"
-    (port,) = service["spec"]["ports"]
-    assert (port["port"], port["nodePort"]) == (SERVICE_PORT, NODE_PORT)
+    assert {p["name"]: p["nodePort"] for p in service["spec"]["ports"]} == NODE_PORTS
 
 
 def test_production_uses_a_registry_image_by_tag_or_digest(

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from support.net import free_port
+from support.net import free_ports
 from support.paths import REFERENCE_DIR
 from support.requirements import unavailable as missing
 
@@ -23,6 +23,7 @@ REFERENCE_MODEL = REFERENCE_DIR / "iris_svc.onnx"
 IMAGE = os.environ.get("MII_IMAGE", "model-in-image-pattern:v1.0")
 IMAGE_MODEL_PATH = "/model_in_image_pattern/models/iris_svc.onnx"
 CONTAINER_PORT = 8000
+CONTAINER_GRPC_PORT = 8081
 DOCKER_TIMEOUT = 60.0
 START_TIMEOUT = 30.0
 
@@ -74,6 +75,7 @@ class Container:
     name: str
     port: int
     started_at: float
+    grpc_port: int = 0
     ready_after: float | None = None
 
     def inspect(self) -> dict[str, Any]:
@@ -135,11 +137,20 @@ class DockerEnv:
     image_info: dict[str, Any]
     host_network: bool
 
-    def run_args(self, port: int) -> list[str]:
-        """ネットワークの引数（ブリッジがあれば 127.0.0.1 に公開、無ければホストで待ち受け）。"""
+    def run_args(self, port: int, grpc_port: int) -> list[str]:
+        """ネットワークの引数（ブリッジがあれば 127.0.0.1 に公開、無ければホストで待ち受け）。
+
+        HTTP と gRPC の両方を、ホストの 127.0.0.1 の空きポートで受ける。
+        """
         if self.host_network:
-            return ["--network", "host", "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
-        return ["-p", f"127.0.0.1:{port}:{CONTAINER_PORT}"]
+            return [
+                "--network", "host", "-e", "HOST=127.0.0.1",
+                "-e", f"PORT={port}", "-e", f"GRPC_PORT={grpc_port}",
+            ]  # fmt: skip
+        return [
+            "-p", f"127.0.0.1:{port}:{CONTAINER_PORT}",
+            "-p", f"127.0.0.1:{grpc_port}:{CONTAINER_GRPC_PORT}",
+        ]  # fmt: skip
 
 
 class Launcher:
@@ -158,15 +169,15 @@ class Launcher:
     ) -> Container:
         """コンテナを起動する。wait なら /health が 200 になるまで待つ。"""
         name = f"mii-test-{uuid.uuid4().hex[:10]}"
-        port = free_port()
+        port, grpc_port = free_ports(2)
         env_args = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
         self.names.append(name)
         started = time.monotonic()
         docker(
             "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp",
-            *self.docker_env.run_args(port), *env_args, *args, self.docker_env.image,
+            *self.docker_env.run_args(port, grpc_port), *env_args, *args, self.docker_env.image,
         )  # fmt: skip
-        container = Container(name=name, port=port, started_at=started)
+        container = Container(name=name, port=port, started_at=started, grpc_port=grpc_port)
         if wait:
             container.wait_ready()
         return container

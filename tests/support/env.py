@@ -12,13 +12,18 @@ from support.paths import LABEL_FILE, MODEL_FILE
 
 SETTINGS_ENV = frozenset(name.upper() for name in Settings.model_fields)
 LOOPBACK = "127.0.0.1"
+# テストは既定の gRPC ポート（8081）で待ち受けない：同じマシンの他の実行と衝突する。
+# gRPC を試すテストは空きポートを GRPC_PORT に渡す
+NO_GRPC = {"GRPC_PORT": "0"}
 
 
 def clear_settings_env(mp: pytest.MonkeyPatch) -> None:
-    """設定に効く環境変数を消す（テスト後に元へ戻る）。"""
+    """設定に効く環境変数を消し、gRPC を無効にする（テスト後に元へ戻る）。"""
     for name in SETTINGS_ENV:
         mp.setenv(name, "")
         mp.delenv(name)
+    for name, value in NO_GRPC.items():
+        mp.setenv(name, value)
 
 
 def without_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -28,7 +33,7 @@ def without_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]
 
 
 def server_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """同梱モデルと 127.0.0.1 を指す子プロセスの環境（親の設定は引き継がない）。"""
+    """同梱モデルと 127.0.0.1 を指し gRPC を切った子プロセスの環境（親の設定は引き継がない）。"""
     env = without_settings()
     env.update(
         {
@@ -37,6 +42,7 @@ def server_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
             "LABEL_FILEPATH": str(LABEL_FILE),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            **NO_GRPC,
         }
     )
     # 古いコードのサーバーに同じテストを当てる（例：MII_SERVER_SRC=/tmp/old/src で修正前を再現）

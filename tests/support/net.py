@@ -20,6 +20,16 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """127.0.0.1 の互いに異なる空きポート。"""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def get_status(port: int, path: str, timeout: float = 2.0) -> int:
     """新しい接続で GET してステータスを返す（接続できなければ 0）。"""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)

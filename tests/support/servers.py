@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from support.env import server_env
-from support.net import HOST, free_port, get_status, wait_for
+from support.net import HOST, free_port, free_ports, get_status, wait_for
 from support.paths import REPO_ROOT
 
 START_TIMEOUT = 30.0
@@ -30,6 +30,13 @@ class LiveServer:
     port: int
     log_path: Path
     stopped: bool = field(default=False)
+    grpc_port: int = 0
+
+    @property
+    def grpc_target(self) -> str:
+        """gRPC の宛先 127.0.0.1:GRPC_PORT（grpc=True で起動したときだけ）。"""
+        assert self.grpc_port, "started without gRPC (grpc=True)"
+        return f"{HOST}:{self.grpc_port}"
 
     @property
     def base_url(self) -> str:
@@ -79,27 +86,36 @@ def launch(
     port: int | None = None,
     args: tuple[str, ...] = (),
     cwd: Path = REPO_ROOT,
+    grpc: bool = False,
 ) -> LiveServer:
-    """サーバーを起動する（準備完了は待たない）。env は server_env() への上書き。"""
+    """サーバーを起動する（準備完了は待たない）。env は server_env() への上書き。
+
+    grpc なら空きポートを GRPC_PORT に渡す（既定では gRPC を切る。env の GRPC_PORT が優先）。
+    """
     port = port or free_port()
+    grpc_port = next(p for p in free_ports(2) if p != port) if grpc else 0
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*SERVE, "--port", str(port), *args],
             cwd=cwd,
-            env=server_env(env),
+            env=server_env({"GRPC_PORT": str(grpc_port), **(env or {})}),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return LiveServer(process, port, log_path)
+    return LiveServer(process, port, log_path, grpc_port=grpc_port)
 
 
 def start_server(
-    log_dir: Path, env: Mapping[str, str] | None = None, *, args: tuple[str, ...] = ()
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    args: tuple[str, ...] = (),
+    grpc: bool = False,
 ) -> LiveServer:
     """サーバーを起動して readiness を待つ（ポートの競合なら別のポートで再試行）。"""
     for _ in range(3):
-        server = launch(log_dir, env, args=args)
+        server = launch(log_dir, env, args=args, grpc=grpc)
         try:
             wait_for(server.is_ready, START_TIMEOUT, "readiness", server.process)
         except AssertionError:
@@ -113,10 +129,14 @@ def start_server(
 
 @contextlib.contextmanager
 def running_server(
-    log_dir: Path, env: Mapping[str, str] | None = None, *, args: tuple[str, ...] = ()
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    args: tuple[str, ...] = (),
+    grpc: bool = False,
 ) -> Iterator[LiveServer]:
     """with 文でサーバーを起動・停止する。"""
-    server = start_server(log_dir, env, args=args)
+    server = start_server(log_dir, env, args=args, grpc=grpc)
     try:
         yield server
     finally:

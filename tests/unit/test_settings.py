@@ -48,6 +48,8 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
         ("LOG_FORMAT", "TEXT", "log_format", LogFormat.TEXT),
         ("HOST", "0.0.0.0", "host", "0.0.0.0"),
         ("PORT", "9000", "port", 9000),
+        ("GRPC_PORT", "9001", "grpc_port", 9001),
+        ("GRPC_PORT", "0", "grpc_port", 0),
         ("WORKERS", "4", "workers", 4),
         ("MAX_BATCH_ROWS", "50", "max_batch_rows", 50),
         ("MAX_BODY_BYTES", "4096", "max_body_bytes", 4096),
@@ -77,6 +79,11 @@ def test_reads_environment(
     assert getattr(Settings(), field) == expected
 
 
+def test_grpc_listens_on_8081_by_default(env: pytest.MonkeyPatch) -> None:
+    env.delenv("GRPC_PORT")  # テストの環境は gRPC を切っている（support.env）
+    assert Settings().grpc_port == 8081
+
+
 def test_lower_case_variable_names(env: pytest.MonkeyPatch) -> None:
     env.setenv("port", "8123")
     assert Settings().port == 8123
@@ -95,6 +102,9 @@ def test_resolved_names_follow_the_model(env: pytest.MonkeyPatch) -> None:
         ("PORT", "0"),
         ("PORT", "65536"),
         ("PORT", "http"),
+        ("GRPC_PORT", "-1"),
+        ("GRPC_PORT", "65536"),
+        ("GRPC_PORT", "8000"),  # PORT と同じ
         ("WORKERS", "0"),
         ("LOG_FORMAT", "XML"),
         ("LOG_LEVEL", "VERBOSE"),

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from model_in_image import __version__
 from model_in_image.api.docs import register_docs
+from model_in_image.api.grpc_v2.server import GrpcServer
 from model_in_image.api.openapi import register_routes
 from model_in_image.api.probes import Probes
 from model_in_image.api.seed.endpoints import SeedAPI
@@ -50,6 +51,7 @@ class ModelServerApp:
         api: FastAPI,
         preparers: list[Callable[[DataPlane], None]],
         dataplane: DataPlane | None = None,
+        grpc_server: GrpcServer | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -57,6 +59,7 @@ class ModelServerApp:
         self.api = api
         self._preparers = preparers
         self._preloaded = dataplane
+        self.grpc_server = grpc_server
         self._restore_signal: Callable[[], None] = lambda: None
         self._flush_timer: asyncio.TimerHandle | None = None
 
@@ -84,9 +87,14 @@ class ModelServerApp:
             self._schedule_flush()
         reset_drain()  # 同じプロセスで前に動いたサーバーのドレインを持ち越さない
         self._restore_signal = install_drain_handler(
-            self.state, self.settings.shutdown_drain_seconds
+            self.state, self.settings.shutdown_drain_seconds, on_drain=self._drain_grpc
         )
         freeze_heap()
+
+    def _drain_grpc(self) -> None:
+        """SIGTERM：gRPC のヘルスを NOT_SERVING にする（HTTP の readiness と同時）。"""
+        if self.grpc_server is not None:
+            self.grpc_server.drain()
 
     def _schedule_flush(self) -> None:
         """積んだメトリクスを 1 秒ごとに反映する（ワーカーが複数でもスクレイプに間に合う）。"""
@@ -122,6 +130,8 @@ class ModelServerApp:
             if message["type"] == "lifespan.startup":
                 try:
                     self.startup()
+                    if self.grpc_server is not None:  # モデルのウォームアップの後で待ち受ける
+                        await self.grpc_server.start()
                 except ModelServerError as exc:
                     # 理由だけを 1 行で報告する（サーバーはトレースバックを出さずに終了する）
                     logger.error("start-up failed: %s", exc.message)
@@ -134,6 +144,8 @@ class ModelServerApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
+                if self.grpc_server is not None:
+                    await self.grpc_server.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -178,14 +190,20 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelS
         logger.error("unhandled error", exc_info=exc)
         return ORJSONResponse({"detail": "Internal server error"}, status_code=500)
 
-    return ModelServerApp(settings, state, dispatcher, api, [seed.prepare, v2.prepare], dataplane)
+    grpc_server = GrpcServer(settings, state) if settings.grpc_port else None
+    return ModelServerApp(
+        settings, state, dispatcher, api, [seed.prepare, v2.prepare], dataplane, grpc_server
+    )
 
 
-def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:
+def install_drain_handler(
+    state: ServerState, drain_seconds: float, on_drain: Callable[[], None] | None = None
+) -> Callable[[], None]:
     """SIGTERM・SIGHUP でドレインを始め、drain_seconds 後に uvicorn の終了処理（SIGTERM）へ渡す。
 
     ドレイン中は readiness が 503、応答には Connection: close が付き、アイドルの接続は閉じる
     （クライアントは別の Pod に繋ぎ直す）。SIGHUP もコンテナでは終了の合図として同じに扱う。
+    on_drain はドレインの開始時にイベントループの上で 1 度だけ呼ぶ（gRPC のヘルス）。
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -205,6 +223,8 @@ def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[
         state.draining = True
         logger.info("%s: readiness is now 503; draining for %.1f s", name, drain_seconds)
         loop.call_soon_threadsafe(begin_drain)
+        if on_drain is not None:
+            loop.call_soon_threadsafe(on_drain)
         loop.call_soon_threadsafe(loop.call_later, drain_seconds, forward, frame)
 
     def restore() -> None:

@@ -68,10 +68,8 @@ def error_body(message: str) -> bytes:
 
 def error_response(exc: ModelServerError) -> Response:
     """誤りを V2 の応答にする（入力の検証エラーは 400）。"""
-    if isinstance(exc, InvalidInputError):
-        where = ".".join(str(part) for part in exc.errors[0]["loc"]) if exc.errors else "input"
-        return Response(400, error_body(f"{where}: {exc.message}"))
-    return Response(exc.status_code, error_body(exc.message))
+    status = 400 if isinstance(exc, InvalidInputError) else exc.status_code
+    return Response(status, error_body(codec.error_message(exc)))
 
 
 def header_length_of(headers: Iterable[tuple[bytes, bytes]]) -> int | None:

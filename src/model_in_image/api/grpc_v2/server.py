@@ -1,0 +1,225 @@
+"""gRPC サーバー（grpc.aio）：HTTP と同じプロセス・同じイベントループ（uvloop）で動く。
+
+ライフスパンの起動の最後（モデルのウォームアップの後）に GRPC_PORT で待ち受けを始め、ヘルス
+（grpc.health.v1.Health）を SERVING にする。SIGTERM（ドレインの開始）で NOT_SERVING にし、
+ライフスパンの終了で新しい RPC を断って処理中の RPC を待つ（最長 GRACEFUL_TIMEOUT_SECONDS）。
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from model_in_image.api.grpc_v2.service import SERVICE_NAME, InferenceService
+from model_in_image.codecs.v2 import error_message
+from model_in_image.errors import InvalidInputError, ModelServerError
+from model_in_image.settings import Settings
+from model_in_image.state import ServerState
+
+logger = logging.getLogger(__name__)
+
+METHOD_LABEL = "GRPC"
+INTERNAL_ERROR = "Internal server error"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+# ヘルスの対象："" はサーバー全体（Kubernetes の grpc プローブの既定）
+HEALTH_SERVICES = (health.OVERALL_HEALTH, SERVICE_NAME)
+
+# ModelServerError の HTTP ステータス → gRPC の状態コード（入力の誤りは常に INVALID_ARGUMENT）
+_STATUS_TO_CODE = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+# メトリクスの status ラベル：gRPC の状態コードを google.rpc.Code が定める HTTP ステータスで記録する
+# （REST と同じ系列で 4xx・5xx を数えられる）
+_CODE_TO_HTTP = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+if TYPE_CHECKING:  # grpc の型は typeshed の中だけで総称型
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Behavior = Callable[[Any, Context], Awaitable[Any]]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+def status_code(exc: ModelServerError) -> grpc.StatusCode:
+    """誤りの gRPC の状態コード（知らないステータスは INTERNAL）。"""
+    if isinstance(exc, InvalidInputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return _STATUS_TO_CODE.get(exc.status_code, grpc.StatusCode.INTERNAL)
+
+
+def http_status(code: grpc.StatusCode | None) -> int:
+    """メトリクスの status ラベル（google.rpc.Code の HTTP 対応）。"""
+    return _CODE_TO_HTTP.get(code or grpc.StatusCode.OK, 500)
+
+
+def parse_message(parse: Callable[[bytes], Any], raw: bytes) -> Any:
+    """リクエストを protobuf として解析する（壊れていれば 400 = INVALID_ARGUMENT）。"""
+    try:
+        return parse(raw)
+    except DecodeError as exc:
+        raise ModelServerError(f"malformed request message: {exc}", status_code=400) from None
+
+
+def listen_address(host: str, port: int) -> str:
+    """grpc の待ち受けアドレス（IPv6 は角括弧で囲む）。"""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    """grpc のチャネル引数。
+
+    受け取るメッセージの上限は MAX_BODY_BYTES（超えれば RESOURCE_EXHAUSTED）。SO_REUSEPORT は
+    ワーカーが複数のときだけ使う：各ワーカーが同じ GRPC_PORT で待ち受け、カーネルが接続を
+    振り分ける。1 プロセスでは使わない（他のプロセスが使用中のポートなら起動を失敗させる）。
+    """
+    return [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+    ]
+
+
+class Observer(grpc.aio.ServerInterceptor):
+    """unary の RPC ごとに、誤りを状態コードに変え（唯一の場所）、メトリクスを記録する。
+
+    route ラベルは RPC のフルネーム（登録したサービスのメソッドだけ：有限）、method は GRPC。
+    protobuf として壊れたメッセージも INVALID_ARGUMENT にするため、解析もここで行う（grpc に
+    任せると UNKNOWN とトレースバックになる）。ストリーミング（Health.Watch）はそのまま通す。
+    """
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._wrapped: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        """メソッドごとに 1 度だけ包んだハンドラを作り、以後はそれを返す。"""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            behavior = cast("Behavior", handler.unary_unary)
+            wrapped = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
+                self._observed(method, behavior, handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return wrapped
+
+    def _observed(
+        self, method: str, behavior: Behavior, parse: Callable[[bytes], Any] | None = None
+    ) -> Behavior:
+        async def observed(request: Any, context: Context) -> Any:
+            metrics = self.state.metrics
+            if metrics is not None:
+                metrics.active += 1
+            start = perf_counter()
+            code: grpc.StatusCode | None = grpc.StatusCode.OK
+            try:
+                if parse is not None:
+                    request = parse_message(parse, request)
+                return await behavior(request, context)
+            except ModelServerError as exc:
+                code = status_code(exc)
+                await context.abort(code, error_message(exc))
+            except grpc.aio.AbortError:  # 包んだハンドラ自身が abort した（Health.Check など）
+                code = context.code()
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                logger.exception("unhandled error on %s", method)
+                code = grpc.StatusCode.INTERNAL
+                await context.abort(code, INTERNAL_ERROR)
+            finally:
+                if metrics is not None:
+                    metrics.active -= 1
+                    metrics.observe_request(
+                        method, METHOD_LABEL, http_status(code), perf_counter() - start
+                    )
+
+        return observed
+
+
+class GrpcServer:
+    """V2 の gRPC サービスとヘルスサービスを持つ grpc.aio のサーバー（ワーカーごとに 1 つ）。"""
+
+    def __init__(self, settings: Settings, state: ServerState) -> None:
+        self.settings = settings
+        self.state = state
+        self.address = listen_address(settings.host, settings.grpc_port)
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None  # grpc_health.v1.health.aio.HealthServicer（型情報なし）
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """待ち受けを始め、ヘルスを SERVING にする（モデルのウォームアップの後に呼ぶ）。"""
+        server = grpc.aio.server(
+            interceptors=[Observer(self.state)], options=server_options(self.settings)
+        )
+        inference = InferenceService(self.state)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)  # type: ignore[no-untyped-call]
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        try:
+            self.port = server.add_insecure_port(self.address)
+        except RuntimeError as exc:
+            raise ModelServerError(
+                f"gRPC cannot listen on {self.address} (GRPC_PORT; 0 disables gRPC): {exc}"
+            ) from None
+        await server.start()
+        self._server = server
+        for name in HEALTH_SERVICES:
+            await self._health.set(name, SERVING)
+        logger.info("gRPC (Open Inference Protocol) listening on %s", self.address)
+
+    def drain(self) -> None:
+        """ヘルスを NOT_SERVING にする（以後は戻らない）。イベントループの上で呼ぶ。"""
+        if self._health is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._health.enter_graceful_shutdown())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """新しい RPC を断り、処理中の RPC を最長 GRACEFUL_TIMEOUT_SECONDS 待って止める。"""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        await server.stop(grace=self.settings.graceful_timeout_seconds)
+        logger.info("gRPC stopped")
