@@ -77,6 +77,13 @@ def exercise(base: str) -> None:
         _send(base, "GET", path)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def record(out: Path) -> None:
     """サーバーを起動して要求を送り、読み込まれた .pyc の場所を書く。
 
@@ -95,11 +102,12 @@ def record(out: Path) -> None:
     sys.addaudithook(hook)
     import uvicorn
 
+    import model_in_image.cli  # noqa: F401 - イメージの ENTRYPOINT（CLI）が読むモジュールも残す
     from model_in_image.server import uvicorn_config
     from model_in_image.settings import Settings
 
-    # JSON ログとアクセスログの経路も通す
-    settings = Settings(log_format="JSON", access_log=True)
+    # JSON ログとアクセスログの経路も通す。gRPC は空きポートで（ビルドはホストのネットワーク）
+    settings = Settings(log_format="JSON", access_log=True, grpc_port=_free_port())
     server = uvicorn.Server(uvicorn_config(settings, multiprocess=False))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
