@@ -15,7 +15,8 @@ import orjson
 from tqdm import tqdm
 
 from model_in_image.batch.base import STDIO, BatchError, RowError
-from model_in_image.batch.readers import Chunk, InputFormat, RowFormat, Source, open_source
+from model_in_image.batch.formats import RowFormat
+from model_in_image.batch.readers import Chunk, InputFormat, Source, open_source
 from model_in_image.batch.writers import OutputFormat, OutputTarget, Writer
 from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import InvalidInputError
