@@ -28,6 +28,7 @@ from model_in_image.api.v2.endpoints import V2API
 from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import ModelServerError
 from model_in_image.metrics import Metrics
+from model_in_image.observability.service import Observability
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
 from model_in_image.transport.dispatcher import Dispatcher
@@ -35,6 +36,8 @@ from model_in_image.transport.dispatcher import Dispatcher
 logger = logging.getLogger(__name__)
 
 METRICS_FLUSH_SECONDS = 1.0
+# アクセスログが既定で成功を書かないルート（ACCESS_LOG_PROBES=true なら書く）
+PROBE_ROUTES = ("/livez", "/readyz", "/health", "/metrics", "/v2/health/live", "/v2/health/ready")
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -49,11 +52,14 @@ class ModelServerApp:
         api: FastAPI,
         preparers: list[Callable[[DataPlane], None]],
         dataplane: DataPlane | None = None,
+        observability: Observability | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
         self.dispatcher = dispatcher
         self.api = api
+        self.observability = observability or Observability.create(settings)
+        dispatcher.telemetry = self.observability.telemetry
         self._preparers = preparers
         self._preloaded = dataplane
         self._restore_signal: Callable[[], None] = lambda: None
@@ -81,6 +87,7 @@ class ModelServerApp:
                 )
             )
             self._schedule_flush()
+        self.observability.start(dataplane, self.state.metrics)
         self._restore_signal = install_drain_handler(
             self.state, self.settings.shutdown_drain_seconds
         )
@@ -105,6 +112,7 @@ class ModelServerApp:
             self._flush_timer.cancel()
         if self.state.metrics is not None:
             self.state.metrics.flush()
+        self.observability.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""
@@ -169,7 +177,9 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelS
         logger.error("unhandled error", exc_info=exc)
         return ORJSONResponse({"detail": "Internal server error"}, status_code=500)
 
-    return ModelServerApp(settings, state, dispatcher, api, [seed.prepare, v2.prepare], dataplane)
+    observability = Observability.create(settings, PROBE_ROUTES)
+    preparers: list[Callable[[DataPlane], None]] = [seed.prepare, v2.prepare]
+    return ModelServerApp(settings, state, dispatcher, api, preparers, dataplane, observability)
 
 
 def install_drain_handler(state: ServerState, drain_seconds: float) -> Callable[[], None]:
