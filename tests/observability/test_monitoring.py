@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,19 @@ def test_psi_is_computed_from_the_sum_of_all_windows() -> None:
     assert psi.value == pytest.approx(0.0)  # 合わせれば参照と同じ 50 % / 50 %
     alone = {family.name: family for family in one.transform(list(first.collect()))}
     assert alone["model_feature_drift_psi"].samples[0].value > BAD
+
+
+def test_pending_predictions_are_invisible_to_the_gc() -> None:
+    """積んだ配列は GC の追跡対象でない（完全 GC を呼ばない：docs/benchmarks.md）。"""
+    monitor = _monitor(CollectorRegistry(), window_rows=100)
+    features, probabilities = np.array([[1.0]]), np.array([[0.9, 0.1]])
+    monitor.observe(features, probabilities)
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for _ in range(2000):
+            monitor.observe(np.array([[1.0]]), np.array([[0.9, 0.1]]))
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 50
