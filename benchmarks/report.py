@@ -15,6 +15,7 @@ RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("ours", "floor"),
     ("ours", "ours-noaccesslog"),
     ("ours", "ours-nomonitoring"),
+    ("ours", "ours-bare"),
     ("ours", "ours-nometrics"),
     ("ours-tracing", "ours"),
 )

@@ -136,6 +136,15 @@ VARIANTS: tuple[Variant, ...] = (
         requires_setting="prediction_monitoring",
     ),
     Variant(
+        name="ours-bare",
+        description="ours with ACCESS_LOG=false and PREDICTION_MONITORING=false (request IDs only)",
+        argv=_OURS,
+        env={**_OURS_ENV, "ACCESS_LOG": "false", "PREDICTION_MONITORING": "false"},
+        quick_loads=("c64",),
+        quick_workers=(1,),
+        requires_setting="prediction_monitoring",
+    ),
+    Variant(
         name="ours-tracing",
         description="ours exporting every request as an OTLP/HTTP span to a local sink",
         argv=_OURS,
