@@ -101,6 +101,8 @@ def test_standard_otel_variables_are_honoured(
     monkeypatch.setenv("OTEL_SERVICE_NAME", "iris-prod")
     observed = observe(otel_exporter_otlp_endpoint=collector.url)
     observed.client.get("/metadata")
+    # OTEL_BSP_SCHEDULE_DELAY=50（ms）：終了を待たずに届く（既定の 5 秒なら間に合わない）
+    assert collector.wait_for(1, timeout=2)
     observed.close()
     spans, resources = received(collector)
     assert [span.name for span in spans] == ["GET /metadata"]
