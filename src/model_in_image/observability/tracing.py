@@ -81,9 +81,7 @@ class Tracing:
     def end(self, exchange: Exchange, route: str, status: int) -> None:
         """ルートのテンプレート・ステータス・モデル名・行数を付けてスパンを閉じる。"""
         span = exchange.span
-        if span is None:
-            return
-        if not span.is_recording():  # サンプラーが落としたスパン
+        if span is None or not span.is_recording():  # サンプラーが落としたスパンは送られない
             return
         method = exchange.scope["method"]
         attributes: dict[str, str | int] = {
