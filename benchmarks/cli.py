@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 from benchmarks import report, wrk
 from benchmarks.environment import find_uv, gunicorn_worker_class, metadata
 from benchmarks.measure import FULL, QUICK, Plan, Runner
+from benchmarks.sink import LocalSink
 from benchmarks.variants import (
     GRPC,
     LOAD_GROUPS,
@@ -132,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "textbook_labels": str(labels),
     }
     settings_env = tuple(name.upper() for name in fields)
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
+        if any("{otlp_endpoint}" in value for v in variants for value in v.env.values()):
+            # トレースありの variant の送り先：受けて捨てる OTLP/HTTP の受け口（ハーネスのスレッド）
+            values["otlp_endpoint"] = stack.enter_context(LocalSink()).url
         if args.baseline:
             values["baseline_src"] = str(extract_src(args.baseline, Path(tmp) / "baseline"))
             variants.insert(0, baseline_variant(args.baseline))

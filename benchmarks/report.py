@@ -13,8 +13,11 @@ from typing import Any
 RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("ours", "textbook"),
     ("ours", "floor"),
-    ("ours", "ours-accesslog"),
+    ("ours", "ours-noaccesslog"),
+    ("ours", "ours-nomonitoring"),
+    ("ours", "ours-bare"),
     ("ours", "ours-nometrics"),
+    ("ours-tracing", "ours"),
 )
 
 

@@ -1,7 +1,8 @@
 """比較するサーバー（名前 + コマンド + 環境変数）と負荷の定義。データだけで増やせる。
 
 コマンドと環境変数の値は {port} {grpc_port} {workers} {python} {uv} {root} {bindir}
-{gunicorn_worker} {textbook_model} {textbook_labels} を起動時に置き換える。
+{gunicorn_worker} {textbook_model} {textbook_labels} を起動時に置き換える。{otlp_endpoint} を
+使う variant があれば、ハーネスが 127.0.0.1 に OTLP/HTTP の受け口（benchmarks/sink.py）を立てる。
 """
 
 from __future__ import annotations
@@ -151,12 +152,39 @@ VARIANTS: tuple[Variant, ...] = (
         apis=_OURS_APIS,
     ),
     Variant(
-        name="ours-accesslog",
-        description="ours with ACCESS_LOG=true (justifies the default false)",
+        name="ours-noaccesslog",
+        description="ours with ACCESS_LOG=false (the cost of the default access log)",
         argv=_OURS,
-        env={**_OURS_ENV, "ACCESS_LOG": "true"},
+        env={**_OURS_ENV, "ACCESS_LOG": "false"},
         quick_loads=("c64",),
         quick_workers=(1,),
+    ),
+    Variant(
+        name="ours-nomonitoring",
+        description="ours with PREDICTION_MONITORING=false (the cost of drift and class metrics)",
+        argv=_OURS,
+        env={**_OURS_ENV, "PREDICTION_MONITORING": "false"},
+        quick_loads=("c64",),
+        quick_workers=(1,),
+        requires_setting="prediction_monitoring",
+    ),
+    Variant(
+        name="ours-bare",
+        description="ours with ACCESS_LOG=false and PREDICTION_MONITORING=false (request IDs only)",
+        argv=_OURS,
+        env={**_OURS_ENV, "ACCESS_LOG": "false", "PREDICTION_MONITORING": "false"},
+        quick_loads=("c64",),
+        quick_workers=(1,),
+        requires_setting="prediction_monitoring",
+    ),
+    Variant(
+        name="ours-tracing",
+        description="ours exporting every request as an OTLP/HTTP span to a local sink",
+        argv=_OURS,
+        env={**_OURS_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": "{otlp_endpoint}"},
+        quick_loads=("c64",),
+        quick_workers=(1,),
+        requires_setting="otel_exporter_otlp_endpoint",
     ),
     Variant(
         name="ours-nometrics",

@@ -99,6 +99,8 @@ class DataPlane:
     card: ModelCard | None = None
     # 推論 1 回ごとに (行数, 秒) を受け取る（メトリクス用、任意）
     observer: Callable[[int, float], None] | None = None
+    # 推論 1 回ごとに (入力, 確率) を受け取る（予測の監視・予測ログ・トレース。例外は握りつぶす）
+    listeners: tuple[Callable[[FloatArray, FloatArray], None], ...] = ()
     sample_probabilities: FloatArray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,11 +140,17 @@ class DataPlane:
     def predict(self, features: FloatArray) -> FloatArray:
         """検証済み配列を推論して確率 [N, C] を返す。"""
         features = features.astype(self.classifier.input_dtype, copy=False)
-        if self.observer is None:
+        if self.observer is None and not self.listeners:
             return self.classifier.predict_proba(features)
         start = perf_counter()
         probabilities = self.classifier.predict_proba(features)
-        self.observer(len(features), perf_counter() - start)
+        if self.observer is not None:
+            self.observer(len(features), perf_counter() - start)
+        for listener in self.listeners:
+            try:
+                listener(features, probabilities)
+            except Exception:  # 観測の誤りで推論を失敗させない
+                logger.exception("prediction listener failed")
         return probabilities
 
     def labels_of(self, probabilities: FloatArray) -> list[str]:

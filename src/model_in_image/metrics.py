@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -50,6 +50,31 @@ def mark_worker_dead(pid: int) -> None:
     directory = multiprocess_dir()
     if directory is not None:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+class MetricsExtension(Protocol):
+    """メトリクスに加わる部品（予測の監視など）：まとめての反映と、出力時の書き換え。"""
+
+    def flush(self) -> None:
+        """積んだ観測値を反映する（Metrics.flush と同じ時に呼ばれる）。"""
+
+    def transform(self, families: list[Any]) -> list[Any]:
+        """出力する直前のメトリクスを書き換える（全ワーカーの合計から導く値など）。"""
+
+
+class _Exposition:
+    """出力するメトリクス：source（レジストリか全ワーカーの合算）を拡張が書き換えたもの。"""
+
+    def __init__(self, source: Any, extensions: Sequence[MetricsExtension]) -> None:
+        self.source = source
+        self.extensions = extensions
+
+    def collect(self) -> list[Any]:
+        """generate_latest が呼ぶ。"""
+        families = list(self.source.collect())
+        for extension in self.extensions:
+            families = extension.transform(families)
+        return families
 
 
 def multiprocess_dir() -> str | None:
@@ -116,6 +141,7 @@ class Metrics:
         self._inference_seconds: array[float] = array("d")
         self._inference_rows: array[float] = array("d")
         self._pending = 0
+        self.extensions: list[MetricsExtension] = []
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """リクエスト 1 件を積む。"""
@@ -152,13 +178,14 @@ class Metrics:
         if seconds:
             observe_many(self.inference, seconds)
             observe_many(self.batch, rows)
+        for extension in self.extensions:
+            extension.flush()
 
     def render(self) -> bytes:
         """Prometheus のテキスト形式で出力する。"""
         self.flush()
         directory = multiprocess_dir()
-        if directory is None:
-            return generate_latest(self.registry)
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+        source: Any = self.registry
+        if directory is not None:
+            source = multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(_Exposition(source, self.extensions))

@@ -59,10 +59,8 @@ def uvicorn_config(
         loop="model_in_image.transport.eventloop:Loop",
         http=GuardedHttpToolsProtocol,
         lifespan="on",
-        log_config=logging_config(
-            settings.log_level, settings.log_format, access_log=settings.access_log
-        ),
-        access_log=settings.access_log,
+        log_config=logging_config(settings.log_level, settings.log_format),
+        access_log=False,  # アクセスログはディスパッチャが書く（ACCESS_LOG）
         timeout_keep_alive=int(settings.timeout_keep_alive),
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         server_header=False,

@@ -6,6 +6,7 @@ import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -61,7 +62,7 @@ class Settings(BaseSettings):
     # Open Inference Protocol の gRPC（KServe の慣例の 8081、0 で無効）。待ち受けアドレスは host
     grpc_port: int = Field(default=8081, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    access_log: bool = False
+    access_log: bool = True
     metrics_enabled: bool = True
     timeout_keep_alive: float = Field(default=5.0, gt=0)
     shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=300)
@@ -78,6 +79,18 @@ class Settings(BaseSettings):
 
     # ONNX Runtime
     ort_intra_op_threads: int = Field(default=1, ge=1, le=256)
+
+    # 観測（docs/observability.md）
+    access_log_probes: bool = False
+    prediction_monitoring: bool = True
+    drift_window_rows: int = Field(default=1000, ge=10, le=1_000_000)
+    prediction_log_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    prediction_log_url: str | None = None
+    prediction_log_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    # OpenTelemetry の標準の変数（残りの OTEL_* は SDK が起動時に読む）
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_sdk_disabled: bool = False
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -101,6 +114,22 @@ class Settings(BaseSettings):
     def _empty_name_is_none(cls, value: Any) -> Any:
         """空文字はモデル名の未指定として扱う。"""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "prediction_log_url",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        mode="before",
+    )
+    @classmethod
+    def _http_url(cls, value: Any) -> Any:
+        """空文字は未指定、それ以外は http:// か https:// の URL。"""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        if urlsplit(text).scheme not in ("http", "https") or not urlsplit(text).netloc:
+            raise ValueError(f"must be an http:// or https:// URL, got {text!r}")
+        return text
 
     @field_validator("sample_data", mode="before")
     @classmethod
@@ -139,6 +168,12 @@ class Settings(BaseSettings):
     def resolved_model_name(self) -> str:
         """モデル名（未指定ならモデルファイル名の stem）。"""
         return self.model_name or self.model_filepath.stem
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """OTLP の送り先が設定され、OTEL_SDK_DISABLED でないときだけトレースする。"""
+        endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+        return endpoint is not None and not self.otel_sdk_disabled
 
     @property
     def resolved_model_card_filepath(self) -> Path:

@@ -193,6 +193,7 @@ def test_variants_expand_and_select() -> None:
         "gunicorn_worker": "uvicorn.workers.UvicornWorker",
         "textbook_model": "/m.onnx",
         "textbook_labels": "/l.json",
+        "otlp_endpoint": "http://127.0.0.1:4318",
         "port": "8123",
         "grpc_port": "8124",
         "workers": "2",
@@ -204,8 +205,11 @@ def test_variants_expand_and_select() -> None:
         assert "LOG_LEVEL" not in env
         assert env.get("PORT", "8123") == "8123" or "8123" in argv
     chosen, skipped = select_variants(None, frozenset({"access_log"}))
-    assert "ours-nometrics" in skipped
+    assert {"ours-nometrics", "ours-nomonitoring", "ours-tracing"} <= set(skipped)
     assert "ours-nometrics" not in [v.name for v in chosen]
+    tracing = next(v for v in VARIANTS if v.name == "ours-tracing")
+    env = server_env(tracing, values, ())
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
     assert {"floor", "textbook", "ours"} <= {v.name for v in chosen}
 
 
@@ -213,7 +217,7 @@ def test_quick_plan_limits_extra_variants() -> None:
     plan = make_plan(parse_args(["--quick"]))
     assert plan.quick
     assert plan.repeats >= 2
-    accesslog = next(v for v in VARIANTS if v.name == "ours-accesslog")
+    accesslog = next(v for v in VARIANTS if v.name == "ours-noaccesslog")
     assert [ld.key for ld in loads_for(accesslog, plan.loads, quick=True)] == ["c64"]
     assert [ld.key for ld in loads_for(accesslog, plan.loads, quick=True, workers=1)] == ["c64"]
     assert loads_for(accesslog, plan.loads, quick=True, workers=2) == ()

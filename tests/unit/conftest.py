@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from model_in_image.training import TrainResult, train
+from support.iris import training_split
 from support.models import ModelFiles, export_onnx, write_labels
 from support.samples import IRIS_LABELS
 
@@ -21,16 +22,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
 @pytest.fixture(scope="session")
 def iris_pipeline() -> Any:
     """train() と同じ分割・seed で学習した scikit-learn パイプライン。"""
-    from sklearn.datasets import load_iris
-    from sklearn.model_selection import train_test_split
+    from model_in_image.training import SEED, build_pipeline
 
-    from model_in_image.training import SEED, TEST_SIZE, build_pipeline
-
-    iris = load_iris()
-    features = iris.data.astype(np.float32)
-    x_train, _, y_train, _ = train_test_split(
-        features, iris.target, test_size=TEST_SIZE, stratify=iris.target, random_state=SEED
-    )
+    x_train, y_train = training_split()
     return build_pipeline(SEED).fit(x_train, y_train)
 
 

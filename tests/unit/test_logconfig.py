@@ -39,9 +39,9 @@ def test_text_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hidden" not in out
 
 
-@pytest.mark.parametrize(("access_log", "level"), [(False, "WARNING"), (True, "INFO")])
-def test_access_log_level(access_log: bool, level: str) -> None:
-    config = logging_config(LogLevel.DEBUG, LogFormat.TEXT, access_log=access_log)
-    assert config["loggers"]["uvicorn.access"]["level"] == level
+def test_uvicorn_access_log_stays_silent() -> None:
+    """アクセスログはディスパッチャが書く：uvicorn のアクセスログは常に出さない。"""
+    config = logging_config(LogLevel.DEBUG, LogFormat.TEXT)
+    assert config["loggers"]["uvicorn.access"]["level"] == "WARNING"
     assert config["root"]["level"] == "DEBUG"
     assert config["disable_existing_loggers"] is False

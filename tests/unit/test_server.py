@@ -37,9 +37,10 @@ def test_multiprocess_config_uses_the_factory(make_settings: SettingsFactory) ->
     assert config.app == "model_in_image.server:app_from_env"
     assert config.factory is True
     assert config.workers == 2
-    assert config.access_log is True
+    # ACCESS_LOG はディスパッチャのアクセスログ：uvicorn のものは有効にしない
+    assert config.access_log is False
     assert isinstance(config.log_config, dict)
-    assert config.log_config["loggers"]["uvicorn.access"]["level"] == "INFO"
+    assert config.log_config["loggers"]["uvicorn.access"]["level"] == "WARNING"
     # ワーカーへは config ごと渡る（接続の上限もクラス属性ではなく config にある）
     assert isinstance(config, ServerConfig)
     assert pickle.loads(pickle.dumps(config.limits)) == config.limits

@@ -32,7 +32,13 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
     assert s.model_sha256 is None
     assert s.sample_data is None
     assert s.model_card_filepath is None
-    assert s.access_log is False
+    assert s.access_log is True
+    assert s.access_log_probes is False
+    assert s.prediction_monitoring is True
+    assert s.drift_window_rows == 1000
+    assert s.prediction_log_sample_rate == 0.0
+    assert s.prediction_log_url is None
+    assert s.tracing_enabled is False
     assert s.resolved_model_name == "iris_svc"
     assert s.resolved_model_card_filepath == DEFAULT_MODEL_DIR / "model_card.json"
 
@@ -69,7 +75,21 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
             "model_card_filepath",
             Path("/opt/m/card.json"),
         ),
-        ("ACCESS_LOG", "true", "access_log", True),
+        ("ACCESS_LOG", "false", "access_log", False),
+        ("ACCESS_LOG_PROBES", "true", "access_log_probes", True),
+        ("PREDICTION_MONITORING", "false", "prediction_monitoring", False),
+        ("DRIFT_WINDOW_ROWS", "500", "drift_window_rows", 500),
+        ("PREDICTION_LOG_SAMPLE_RATE", "0.25", "prediction_log_sample_rate", 0.25),
+        (
+            "PREDICTION_LOG_URL",
+            "http://127.0.0.1:9/e",
+            "prediction_log_url",
+            "http://127.0.0.1:9/e",
+        ),
+        ("PREDICTION_LOG_URL", " ", "prediction_log_url", None),
+        ("PREDICTION_LOG_QUEUE_SIZE", "5", "prediction_log_queue_size", 5),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "tracing_enabled", True),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4318/v1/traces", "tracing_enabled", True),
     ],
 )
 def test_reads_environment(
@@ -120,6 +140,12 @@ def test_resolved_names_follow_the_model(env: pytest.MonkeyPatch) -> None:
         ("MAX_BATCH_ROWS", "0"),
         ("MAX_BODY_BYTES", "10"),
         ("ORT_INTRA_OP_THREADS", "0"),
+        ("DRIFT_WINDOW_ROWS", "1"),
+        ("PREDICTION_LOG_SAMPLE_RATE", "1.5"),
+        ("PREDICTION_LOG_SAMPLE_RATE", "-0.1"),
+        ("PREDICTION_LOG_URL", "file:///tmp/events"),
+        ("PREDICTION_LOG_QUEUE_SIZE", "0"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
     ],
 )
 def test_invalid_values_fail_fast(env: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -127,6 +153,12 @@ def test_invalid_values_fail_fast(env: pytest.MonkeyPatch, name: str, value: str
     with pytest.raises(ValidationError) as info:
         Settings()
     assert name.lower() in str(info.value).lower()
+
+
+def test_otel_sdk_disabled_turns_tracing_off(env: pytest.MonkeyPatch) -> None:
+    env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    env.setenv("OTEL_SDK_DISABLED", "true")
+    assert Settings().tracing_enabled is False
 
 
 def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from model_in_image.api.v2.endpoints import V2API
 from model_in_image.dataplane import DataPlane, load_dataplane
 from model_in_image.errors import ModelServerError
 from model_in_image.metrics import Metrics
+from model_in_image.observability.service import Observability
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
 from model_in_image.transport.connection import begin_drain, reset_drain
@@ -37,6 +38,7 @@ from model_in_image.transport.dispatcher import Dispatcher
 logger = logging.getLogger(__name__)
 
 METRICS_FLUSH_SECONDS = 1.0
+# アクセスログが既定で成功を書かないルート（ACCESS_LOG_PROBES=true なら書く）
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -52,11 +54,14 @@ class ModelServerApp:
         preparers: list[Callable[[DataPlane], None]],
         dataplane: DataPlane | None = None,
         grpc_server: GrpcServer | None = None,
+        observability: Observability | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
         self.dispatcher = dispatcher
         self.api = api
+        self.observability = observability or Observability.create(settings)
+        dispatcher.telemetry = self.observability.telemetry
         self._preparers = preparers
         self._preloaded = dataplane
         self.grpc_server = grpc_server
@@ -86,6 +91,7 @@ class ModelServerApp:
             )
             self._schedule_flush()
         reset_drain()  # 同じプロセスで前に動いたサーバーのドレインを持ち越さない
+        self.observability.start(dataplane, self.state.metrics)
         self._restore_signal = install_drain_handler(
             self.state, self.settings.shutdown_drain_seconds, on_drain=self._drain_grpc
         )
@@ -115,6 +121,7 @@ class ModelServerApp:
             self._flush_timer.cancel()
         if self.state.metrics is not None:
             self.state.metrics.flush()
+        self.observability.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""
@@ -191,8 +198,12 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelS
         return ORJSONResponse({"detail": "Internal server error"}, status_code=500)
 
     grpc_server = GrpcServer(settings, state) if settings.grpc_port else None
+    # アクセスログに成功を書かないルート：プローブと Prometheus のスクレイプ
+    quiet = [route.path for route in routes if route.probe] + ["/metrics"]
+    observability = Observability.create(settings, quiet)
+    preparers: list[Callable[[DataPlane], None]] = [seed.prepare, v2.prepare]
     return ModelServerApp(
-        settings, state, dispatcher, api, [seed.prepare, v2.prepare], dataplane, grpc_server
+        settings, state, dispatcher, api, preparers, dataplane, grpc_server, observability
     )
 
 

@@ -1,7 +1,8 @@
 """ディスパッチャ：ルート表を照合してハンドラを実行する純粋な ASGI アプリ（唯一のリクエスト経路）。
 
 表にないパス（/docs・/openapi.json など）は FastAPI に渡す。どちらの経路もここで
-メトリクスを記録する（route はパステンプレート、method は既知のものか other）。
+メトリクスを記録し（route はパステンプレート、method は既知のものか other）、
+X-Request-ID・アクセスログ・スパンを observability に任せる。
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_in_image.errors import ModelServerError, OverloadedError
 from model_in_image.metrics import Metrics
+from model_in_image.observability.telemetry import RequestTelemetry
 from model_in_image.transport.connection import IN_FLIGHT
 from model_in_image.transport.http import ClientDisconnectedError, Request, Response, send_response
 from model_in_image.transport.routing import Route, Router
@@ -58,6 +60,7 @@ class Dispatcher:
         self.max_body = max_body
         self.max_in_flight = max_in_flight
         self.metrics: Metrics | None = None
+        self.telemetry = RequestTelemetry()
 
     async def handle(
         self,
@@ -88,19 +91,19 @@ class Dispatcher:
             await self.fallback(scope, receive, send)
             return
         metrics = self.metrics
-        if metrics is None:
-            await self._route(scope, receive, send)
-            return
         start = perf_counter()
-        metrics.active += 1
+        exchange = self.telemetry.begin(scope, send)  # X-Request-ID・ログの文脈・スパン
+        if metrics is not None:
+            metrics.active += 1
         label, status = UNMATCHED, DISCONNECTED
         try:
-            label, status = await self._route(scope, receive, send)
+            label, status = await self._route(scope, receive, exchange.send)
         finally:
-            metrics.active -= 1
-            metrics.observe_request(
-                label, method_label(scope["method"]), status, perf_counter() - start
-            )
+            seconds = perf_counter() - start
+            if metrics is not None:
+                metrics.active -= 1
+                metrics.observe_request(label, method_label(scope["method"]), status, seconds)
+            self.telemetry.finish(exchange, label, status, seconds)  # アクセスログ・スパン
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
         """照合して実行し、(メトリクスの route ラベル, ステータス) を返す。"""

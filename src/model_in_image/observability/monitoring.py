@@ -1,0 +1,192 @@
+"""予測の監視（/metrics）：予測クラスの数・確信度・入力のドリフト（PSI）・参照範囲外の値。
+
+リクエストごとには入力と確率の配列への参照を積むだけで、集計はまとめて行う（1 秒ごとの
+メトリクスの反映とスクレイプの直前）。ドリフトはモデルカードの参照分布（modelcard.py の
+ビンの規則）に対する、直近の行の窓の PSI。ワーカーが複数でも正しいよう、各ワーカーは自分の
+窓のビンごとの行数を内部のゲージ（multiprocess_mode=livesum：生きているワーカーの合計）に書き、
+/metrics を返すワーカーがその合計から PSI を計算する。内部のゲージは出力から除く。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from model_in_image.metrics import observe_many
+from model_in_image.modelcard import ReferenceStatistics, bin_counts
+from model_in_image.runtime import FloatArray
+
+PREDICTIONS = "model_predictions"
+CONFIDENCE = "model_prediction_confidence"
+OUT_OF_RANGE = "model_input_out_of_range"
+DRIFT_PSI = "model_feature_drift_psi"
+WINDOW_ROWS = "model_feature_drift_window_rows"
+WINDOW_BINS = "model_feature_drift_window_bin_rows"  # 内部：窓のビンごとの行数（出力しない）
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# 空のビンの割合の下限（0 の対数を避ける。よく使われる 0.0001）
+PSI_FLOOR = 1e-4
+# これだけ積んだら次の反映を待たずにまとめる（メモリの上限）
+MAX_PENDING_ARRAYS = 4096
+MAX_PENDING_ROWS = 65_536
+
+
+def population_stability_index(
+    counts: Sequence[float] | FloatArray, expected: Sequence[float]
+) -> float:
+    """PSI = Σ (実際の割合 − 参照の割合) × ln(実際 / 参照)。割合は PSI_FLOOR 以上に切り上げる。"""
+    observed = np.asarray(counts, dtype=np.float64)
+    actual = np.maximum(observed / observed.sum(), PSI_FLOOR)
+    reference = np.maximum(np.asarray(expected, dtype=np.float64), PSI_FLOOR)
+    return float(np.sum((actual - reference) * np.log(actual / reference)))
+
+
+class SlidingWindow:
+    """直近 capacity 行を持つリングバッファ（行の順は問わない：ビンの行数にしか使わない）。"""
+
+    def __init__(self, capacity: int, width: int) -> None:
+        self.data = np.zeros((capacity, width), dtype=np.float64)
+        self.size = 0
+        self._next = 0
+
+    def extend(self, rows: FloatArray) -> None:
+        """行を足し、あふれた古い行を捨てる。"""
+        capacity = len(self.data)
+        count = len(rows)
+        if count >= capacity:
+            self.data[:] = rows[count - capacity :]
+            self.size, self._next = capacity, 0
+            return
+        end = self._next + count
+        if end <= capacity:
+            self.data[self._next : end] = rows
+        else:
+            split = capacity - self._next
+            self.data[self._next :] = rows[:split]
+            self.data[: end - capacity] = rows[split:]
+        self._next = end % capacity
+        self.size = min(capacity, self.size + count)
+
+    def rows(self) -> FloatArray:
+        """窓の中の行。"""
+        return self.data[: self.size]
+
+
+class PredictionMonitor:
+    """予測の監視。observe がデータプレーンのリスナー、flush と transform が Metrics の拡張。"""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        labels: Sequence[str],
+        reference: ReferenceStatistics | None,
+        *,
+        window_rows: int,
+    ) -> None:
+        self.reference = reference
+        self.window_rows = window_rows
+        self._features: list[FloatArray] = []
+        self._probabilities: list[FloatArray] = []
+        self._pending_rows = 0
+        predictions = Counter(PREDICTIONS, "予測したクラスの数", ["class"], registry=registry)
+        self._predicted = [predictions.labels(label) for label in labels]
+        self.confidence = Histogram(
+            CONFIDENCE,
+            "予測したクラスの確率（確率の最大値）",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
+        if reference is None:
+            return
+        self.features = [ref.name or str(i) for i, ref in enumerate(reference.features)]
+        self._index = {name: i for i, name in enumerate(self.features)}
+        self._min = np.array([ref.min for ref in reference.features])
+        self._max = np.array([ref.max for ref in reference.features])
+        self.window = SlidingWindow(window_rows, len(reference.features))
+        outside = Counter(
+            OUT_OF_RANGE,
+            "参照データの最小・最大の外にあった入力の値の数",
+            ["feature"],
+            registry=registry,
+        )
+        self._out_of_range = [outside.labels(name) for name in self.features]
+        bins = Gauge(
+            WINDOW_BINS,
+            "ドリフトの窓のビンごとの行数（内部用、/metrics には出さない）",
+            ["feature", "bin"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._bins = [
+            [bins.labels(name, str(b)) for b in range(len(ref.proportions))]
+            for name, ref in zip(self.features, reference.features, strict=True)
+        ]
+
+    def observe(self, features: FloatArray, probabilities: FloatArray) -> None:
+        """推論 1 回の入力と確率を積む（参照だけ、コピーも計算もしない）。"""
+        if self.reference is not None:
+            self._features.append(features)
+        self._probabilities.append(probabilities)
+        self._pending_rows += len(probabilities)
+        if len(self._probabilities) >= MAX_PENDING_ARRAYS or self._pending_rows >= MAX_PENDING_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """積んだ予測をメトリクスに反映し、ドリフトの窓を進める。"""
+        if not self._probabilities:
+            return
+        probabilities = np.concatenate(self._probabilities)
+        self._probabilities.clear()
+        self._pending_rows = 0
+        predicted = np.bincount(probabilities.argmax(axis=1), minlength=len(self._predicted))
+        for child, count in zip(self._predicted, predicted.tolist(), strict=False):
+            if count:
+                child.inc(count)
+        observe_many(self.confidence, probabilities.max(axis=1).tolist())
+        if self.reference is not None:
+            features = np.concatenate(self._features).astype(np.float64, copy=False)
+            self._features.clear()
+            self._observe_features(features, self.reference)
+
+    def _observe_features(self, features: FloatArray, reference: ReferenceStatistics) -> None:
+        """範囲外の値を数え、窓に足して、窓のビンごとの行数をゲージに書く。"""
+        outside = ((features < self._min) | (features > self._max)).sum(axis=0)
+        for child, count in zip(self._out_of_range, outside.tolist(), strict=True):
+            if count:
+                child.inc(count)
+        self.window.extend(features)
+        window = self.window.rows()
+        for j, ref in enumerate(reference.features):
+            counts = bin_counts(ref.edges, window[:, j]).tolist()
+            for gauge, count in zip(self._bins[j], counts, strict=True):
+                gauge.set(count)
+
+    def transform(self, families: list[Any]) -> list[Any]:
+        """内部のゲージ（全ワーカーの合計）を PSI と窓の行数に置き換える。"""
+        kept = [family for family in families if family.name != WINDOW_BINS]
+        if self.reference is None:
+            return kept
+        counts = [np.zeros(len(ref.proportions)) for ref in self.reference.features]
+        for family in families:
+            if family.name != WINDOW_BINS:
+                continue
+            for sample in family.samples:
+                feature = self._index.get(sample.labels.get("feature", ""))
+                if feature is not None and sample.name == WINDOW_BINS:
+                    counts[feature][int(sample.labels["bin"])] += sample.value
+        rows = int(counts[0].sum())
+        kept.append(GaugeMetricFamily(WINDOW_ROWS, "ドリフトの窓の行数（全ワーカーの合計）", rows))
+        if rows < self.window_rows:  # 窓が埋まるまでは PSI を出さない（少ない行の PSI は揺れる）
+            return kept
+        psi = GaugeMetricFamily(
+            DRIFT_PSI,
+            "入力の特徴量ごとの PSI（直近の窓 対 モデルカードの参照分布）",
+            labels=["feature"],
+        )
+        for name, ref, observed in zip(self.features, self.reference.features, counts, strict=True):
+            psi.add_metric([name], population_stability_index(observed, ref.proportions))
+        kept.append(psi)
+        return kept

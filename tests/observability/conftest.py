@@ -1,0 +1,67 @@
+"""観測機能のテスト用：アクセスログを BytesIO に受けるアプリとクライアント。"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from model_in_image.api.app import ModelServerApp, create_app
+from model_in_image.dataplane import DataPlane
+from support.apps import SettingsFactory
+
+
+@dataclass
+class Observed:
+    """起動済みのアプリ・クライアント・アクセスログの出力先。"""
+
+    client: TestClient
+    app: ModelServerApp
+    stream: io.BytesIO
+    closed: bool = False
+
+    def access_lines(self) -> list[str]:
+        """これまでのアクセスログの行（書き残しを書き出してから読む）。"""
+        access_log = self.app.observability.telemetry.access_log
+        if access_log is not None:
+            access_log.flush()
+        return self.stream.getvalue().decode("utf-8").splitlines()
+
+    def close(self) -> None:
+        """ライフスパンの終了処理まで実行する（残りのスパン・予測ログを送り終える）。"""
+        if not self.closed:
+            self.closed = True
+            self.client.__exit__(None, None, None)
+
+    def metrics(self) -> str:
+        """/metrics の本文。"""
+        response = self.client.get("/metrics")
+        assert response.status_code == 200
+        return response.text
+
+
+Observe = Callable[..., Observed]
+
+
+@pytest.fixture
+def observe(make_settings: SettingsFactory) -> Iterator[Observe]:
+    """設定を上書きしたアプリを起動する（テストの終わりにライフスパンの終了まで実行する）。"""
+    opened: list[Observed] = []
+
+    def factory(dataplane: DataPlane | None = None, **overrides: Any) -> Observed:
+        app = create_app(make_settings(**overrides), dataplane)
+        stream = io.BytesIO()
+        if app.observability.telemetry.access_log is not None:
+            app.observability.telemetry.access_log.stream = stream
+        client = TestClient(app)
+        client.__enter__()
+        opened.append(Observed(client, app, stream))
+        return opened[-1]
+
+    yield factory
+    for observed in opened:
+        observed.close()

@@ -1,0 +1,185 @@
+"""予測の監視：クラスの数・確信度・ドリフトの PSI・範囲外の値（/metrics）。"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from model_in_image.modelcard import FeatureReference, ReferenceStatistics
+from model_in_image.observability.monitoring import (
+    CONFIDENCE_BUCKETS,
+    PredictionMonitor,
+    SlidingWindow,
+    population_stability_index,
+)
+from support.iris import training_rows
+from support.paths import LABEL_FILE, MODEL_FILE
+from support.prometheus import by_label, samples, value
+from support.samples import JSON, SETOSA, VERSICOLOR, VIRGINICA
+
+from .conftest import Observe, Observed
+
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+SHIFTED = "petal length (cm)"
+GOOD = 0.1
+BAD = 0.25
+
+
+def predict(observed: Observed, rows: Any, batch: int = 100) -> list[list[float]]:
+    """rows を batch 行ずつ POST /predict し、確率を返す。"""
+    probabilities: list[list[float]] = []
+    data = np.asarray(rows).tolist()
+    for start in range(0, len(data), batch):
+        body = orjson.dumps({"data": data[start : start + batch]})
+        response = observed.client.post("/predict", content=body, headers=JSON)
+        assert response.status_code == 200, response.text
+        prediction = response.json()["prediction"]
+        # シード API は 1 行なら平らな確率、複数行なら行ごとの確率を返す
+        probabilities.extend(prediction if isinstance(prediction[0], list) else [prediction])
+    return probabilities
+
+
+def test_class_counters_and_confidence_histogram(observe: Observe) -> None:
+    observed = observe()
+    rows = [SETOSA, SETOSA, VERSICOLOR, VIRGINICA, VIRGINICA, VIRGINICA]
+    probabilities = predict(observed, rows[:2], batch=1) + predict(observed, rows[2:], batch=4)
+    text = observed.metrics()
+    assert by_label(text, "model_predictions_total", "class") == {
+        "setosa": 2.0,
+        "versicolor": 1.0,
+        "virginica": 3.0,
+    }
+    top = [max(p) for p in probabilities]
+    assert value(text, "model_prediction_confidence_count") == 6
+    assert value(text, "model_prediction_confidence_sum") == pytest.approx(sum(top), rel=1e-6)
+    buckets = by_label(text, "model_prediction_confidence_bucket", "le")
+    for bound in CONFIDENCE_BUCKETS:
+        assert buckets[str(bound)] == sum(t <= bound for t in top), bound
+    assert buckets["+Inf"] == 6
+
+
+def test_psi_is_low_for_training_rows_and_high_for_a_shifted_feature(observe: Observe) -> None:
+    observed = observe(drift_window_rows=1000)
+    rows = training_rows(1000, seed=1)
+    predict(observed, rows[:500])
+    text = observed.metrics()
+    assert samples(text, "model_feature_drift_psi") == {}  # 窓が埋まるまでは出さない
+    assert value(text, "model_feature_drift_window_rows") == 500
+    predict(observed, rows[500:])
+    text = observed.metrics()
+    psi = by_label(text, "model_feature_drift_psi", "feature")
+    assert set(psi) == set(FEATURES)
+    assert all(v < GOOD for v in psi.values()), psi
+    assert set(by_label(text, "model_input_out_of_range_total", "feature").values()) == {0.0}
+    assert "model_feature_drift_window_bin_rows" not in text  # 内部のゲージは出さない
+
+    shifted = rows.copy()
+    shifted[:, FEATURES.index(SHIFTED)] += 0.5
+    predict(observed, shifted)  # 窓（1000 行）が同じ行の 1 特徴量だけずらしたものに入れ替わる
+    text = observed.metrics()
+    psi = by_label(text, "model_feature_drift_psi", "feature")
+    assert psi[SHIFTED] > BAD, psi
+    assert all(v < GOOD for name, v in psi.items() if name != SHIFTED), psi
+    outside = by_label(text, "model_input_out_of_range_total", "feature")
+    assert outside[SHIFTED] > 0
+    assert all(v == 0 for name, v in outside.items() if name != SHIFTED), outside
+    assert value(text, "model_feature_drift_window_rows") == 1000
+
+
+def test_without_reference_statistics_drift_is_absent(observe: Observe, tmp_path: Path) -> None:
+    model = Path(shutil.copy(MODEL_FILE, tmp_path / MODEL_FILE.name))
+    labels = Path(shutil.copy(LABEL_FILE, tmp_path / LABEL_FILE.name))
+    observed = observe(model_filepath=model, label_filepath=labels, drift_window_rows=10)
+    assert observed.app.state.require().card is None
+    predict(observed, training_rows(20))
+    text = observed.metrics()
+    assert sum(by_label(text, "model_predictions_total", "class").values()) == 20
+    for absent in ("model_feature_drift_psi", "model_input_out_of_range_total"):
+        assert samples(text, absent) == {}
+    assert "model_feature_drift_window_rows" not in text
+
+
+def test_monitoring_can_be_turned_off(observe: Observe) -> None:
+    observed = observe(prediction_monitoring=False)
+    predict(observed, [SETOSA])
+    assert observed.app.state.require().listeners == ()
+    assert "model_predictions_total" not in observed.metrics()
+
+
+def test_monitoring_needs_metrics(observe: Observe) -> None:
+    observed = observe(metrics_enabled=False)
+    predict(observed, [SETOSA])
+    assert observed.app.observability.monitor is None
+    assert observed.client.get("/metrics").status_code == 404
+
+
+# --- 部品 -------------------------------------------------------------------------
+
+
+def test_psi_of_known_distributions() -> None:
+    assert population_stability_index([10, 20, 70], [0.1, 0.2, 0.7]) == pytest.approx(0.0)
+    expected = (0.5 - 0.25) * np.log(0.5 / 0.25) + (0.5 - 0.75) * np.log(0.5 / 0.75)
+    assert population_stability_index([5, 5], [0.25, 0.75]) == pytest.approx(expected)
+    # 空のビンは 0.0001 として数える（0 の対数を避ける）
+    floor = (1e-4 - 0.5) * np.log(1e-4 / 0.5) + (1.0 - 0.5) * np.log(1.0 / 0.5)
+    assert population_stability_index([0, 8], [0.5, 0.5]) == pytest.approx(floor)
+
+
+def test_sliding_window_keeps_the_latest_rows() -> None:
+    window = SlidingWindow(4, 1)
+    window.extend(np.array([[1.0], [2.0], [3.0]]))
+    assert sorted(window.rows()[:, 0]) == [1, 2, 3]
+    window.extend(np.array([[4.0], [5.0]]))
+    assert sorted(window.rows()[:, 0]) == [2, 3, 4, 5]
+    window.extend(np.array([[6.0], [7.0], [8.0]]))
+    assert sorted(window.rows()[:, 0]) == [5, 6, 7, 8]
+    window.extend(np.arange(10, 20, dtype=np.float64).reshape(-1, 1))
+    assert sorted(window.rows()[:, 0]) == [16, 17, 18, 19]
+
+
+def _monitor(registry: CollectorRegistry, window_rows: int) -> PredictionMonitor:
+    feature = FeatureReference(name="x", min=0, max=10, edges=[5.0], proportions=[0.5, 0.5])
+    reference = ReferenceStatistics(rows=10, features=[feature])
+    return PredictionMonitor(registry, ["a", "b"], reference, window_rows=window_rows)
+
+
+def test_psi_is_computed_from_the_sum_of_all_windows() -> None:
+    """ワーカー 2 つの窓（各々は偏っている）を合わせた分布から PSI を出す。"""
+    first, second = CollectorRegistry(), CollectorRegistry()
+    one, two = _monitor(first, window_rows=4), _monitor(second, window_rows=4)
+    probabilities = np.array([[0.9, 0.1]] * 4)
+    one.observe(np.array([[1.0]] * 4), probabilities)  # 全部が下のビン
+    two.observe(np.array([[9.0]] * 4), probabilities)  # 全部が上のビン
+    one.flush()
+    two.flush()
+    combined = list(first.collect()) + list(second.collect())
+    families = {family.name: family for family in one.transform(combined)}
+    assert families["model_feature_drift_window_rows"].samples[0].value == 8
+    (psi,) = families["model_feature_drift_psi"].samples
+    assert psi.labels == {"feature": "x"}
+    assert psi.value == pytest.approx(0.0)  # 合わせれば参照と同じ 50 % / 50 %
+    alone = {family.name: family for family in one.transform(list(first.collect()))}
+    assert alone["model_feature_drift_psi"].samples[0].value > BAD
+
+
+def test_pending_predictions_are_invisible_to_the_gc() -> None:
+    """積んだ配列は GC の追跡対象でない（完全 GC を呼ばない：docs/benchmarks.md）。"""
+    monitor = _monitor(CollectorRegistry(), window_rows=100)
+    features, probabilities = np.array([[1.0]]), np.array([[0.9, 0.1]])
+    monitor.observe(features, probabilities)
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for _ in range(2000):
+            monitor.observe(np.array([[1.0]]), np.array([[0.9, 0.1]]))
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 50
