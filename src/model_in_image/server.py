@@ -65,6 +65,10 @@ def uvicorn_config(
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         server_header=False,
         proxy_headers=False,
+        # リクエストのタスクは空の文脈で始める。パイプラインの次のリクエストは前のリクエストの
+        # send の中で始まるため、そのままでは前のリクエストの文脈（リクエスト ID など）を
+        # 引き継ぎ、接続が続く限り全リクエストが鎖のように残る
+        reset_contextvars=True,
     )
 
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import socket
 import threading
 import time
@@ -19,8 +21,6 @@ from model_in_image.api.app import create_app
 from model_in_image.server import uvicorn_config
 from model_in_image.transport.connection import (
     IN_FLIGHT,
-    ConnectionLimits,
-    GuardedHttpToolsProtocol,
     ServerConfig,
     begin_drain,
     reset_drain,
@@ -176,9 +176,31 @@ def test_drain_closes_idle_connections_and_answers_with_connection_close(server:
         assert closed_within(idle, 2.0)  # DRAIN_IDLE_SECONDS の後
 
 
-def test_request_extensions_carry_the_in_flight_count(
-    server: int, make_settings: SettingsFactory
-) -> None:
+@pytest.fixture
+def server_config(make_settings: SettingsFactory) -> Any:
+    """serve() と同じ uvicorn の設定（アプリだけ差し替えて使う）。"""
+    return uvicorn_config(make_settings(port=free_port()), multiprocess=False)
+
+
+@contextlib.contextmanager
+def running(app: Any, config: ServerConfig) -> Iterator[int]:
+    """config のまま app を動かすサーバー（ライフスパンなし）をスレッドで動かす。"""
+    config.app, config.lifespan, config.log_config = app, "off", None
+    config.loaded = False
+    instance = uvicorn.Server(config)
+    sock = config.bind_socket()
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: instance.started, 10.0, "server start")
+        yield config.port
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_request_extensions_carry_the_in_flight_count(server_config: Any) -> None:
     """受け入れ制御の入力：scope["extensions"] に処理待ちの数が入る（この接続の分は含まない）。"""
     seen: list[dict[str, Any]] = []
 
@@ -187,17 +209,25 @@ def test_request_extensions_carry_the_in_flight_count(
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    config = ServerConfig(app, limits=ConnectionLimits(), lifespan="off", log_config=None)
-    config.http = GuardedHttpToolsProtocol
-    instance = uvicorn.Server(config)
-    sock = config.bind_socket()
-    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: instance.started, 10.0, "server start")
-        exchange(config.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        assert seen == [{IN_FLIGHT: 0}]
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with running(app, server_config) as port:
+        exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert seen == [{IN_FLIGHT: 0}]
+
+
+SEEN_BY_NEXT: contextvars.ContextVar[str] = contextvars.ContextVar("seen_by_next")
+
+
+def test_pipelined_requests_do_not_inherit_the_previous_context(server_config: Any) -> None:
+    """パイプラインの次のリクエストは前の send の中で始まる：前の文脈（ID など）を引き継がない。"""
+    seen: list[str | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(SEEN_BY_NEXT.get(None))
+        SEEN_BY_NEXT.set(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with running(app, server_config) as port:
+        request = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+        exchange(port, request * 5 + b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert seen == [None] * 6
