@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.image, pytest.mark.timeout(120)]
 UID = "10001"
 SBOM_PATH = "/model_in_image_pattern/.venv/sbom.cdx.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# ベースの上の層の合計の上限（issue 12：129 MB から削った。依存を足すなら意識して上げる）
-APP_LAYERS_BUDGET = 100_000_000
+# ベースの上の層の合計の上限。削った後で 99.6 MB、そこに gRPC（grpcio の cygrpc.so だけで 17 MB）
+# と OpenTelemetry（約 5 MB）を足して 123.6 MB。依存を足すなら削るか、意識して上げる
+APP_LAYERS_BUDGET = 125_000_000
 
 
 def _model_sha256() -> str:
