@@ -255,7 +255,8 @@ class OnnxClassifier:
         else:
             probabilities = np.asarray(raw)
         if len(probabilities) <= SMALL_BATCH_ROWS:  # 小さな出力は numpy の ufunc を通さない
-            finite = all(isfinite(v) for row in probabilities.tolist() for v in row)
+            # 確率は 0〜1 なので合計は溢れない：NaN・無限大があるときだけ合計が有限でなくなる
+            finite = isfinite(sum(map(sum, probabilities.tolist())))
         else:
             finite = bool(np.isfinite(probabilities).all())
         if not finite:

@@ -107,6 +107,11 @@ class Exchange:
         self.span: Any = None
         self.token: Token[Exchange | None] | None = None
 
+    @property
+    def headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """応答に付けるヘッダ（X-Request-ID）。"""
+        return ((REQUEST_ID_HEADER, self.header),)
+
     async def send(self, message: Message) -> None:
         """応答の開始に X-Request-ID を足し、ステータスと本文の大きさを記録して送る。"""
         kind = message["type"]

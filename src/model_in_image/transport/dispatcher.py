@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_in_image.errors import ModelServerError, OverloadedError
 from model_in_image.metrics import Metrics
+from model_in_image.observability.request_id import Exchange
 from model_in_image.observability.telemetry import RequestTelemetry
 from model_in_image.transport.connection import IN_FLIGHT
 from model_in_image.transport.http import ClientDisconnectedError, Request, Response, send_response
@@ -71,8 +72,13 @@ class Dispatcher:
         send: Send,
         *,
         head: bool = False,
+        exchange: Exchange | None = None,
     ) -> int:
-        """ルートのハンドラを実行して応答を送り、ステータスを返す。例外はここで応答に変える。"""
+        """ルートのハンドラを実行して応答を送り、ステータスを返す。例外はここで応答に変える。
+
+        exchange があれば X-Request-ID を付け、送ったステータスと大きさを記録する
+        （send を包むより安い：表のルートは応答を 1 か所で送るので）。
+        """
         try:
             response = await route.handler(Request(scope, receive, params, self.max_body))
         except ModelServerError as exc:
@@ -82,8 +88,17 @@ class Dispatcher:
         except Exception:
             logger.exception("unhandled error on %s %s", route.method, route.path)
             response = route.errors(ModelServerError(INTERNAL_ERROR))
-        await send_response(send, response, head=head)
+        await self._send(send, response, head, exchange)
         return response.status
+
+    @staticmethod
+    async def _send(send: Send, response: Response, head: bool, exchange: Exchange | None) -> None:
+        if exchange is None:
+            await send_response(send, response, head=head)
+            return
+        exchange.status = response.status
+        exchange.sent = 0 if head else len(response.body)
+        await send_response(send, response, head=head, extra=exchange.headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""
@@ -97,7 +112,19 @@ class Dispatcher:
             metrics.active += 1
         label, status = UNMATCHED, DISCONNECTED
         try:
-            label, status = await self._route(scope, receive, exchange.send)
+            found = self.router.match(scope["path"])
+            if found is None:  # FastAPI の応答には send を包んで ID を付ける
+                label, status = await self._fallback(scope, receive, exchange.send)
+            else:
+                methods, params = found
+                label, route, head, refusal = self._select(methods, scope)
+                if route is not None:
+                    status = await self.handle(
+                        route, params, scope, receive, send, head=head, exchange=exchange
+                    )
+                elif refusal is not None:
+                    await self._send(send, refusal, head, exchange)
+                    status = refusal.status
         finally:
             seconds = perf_counter() - start
             if metrics is not None:
@@ -105,23 +132,18 @@ class Dispatcher:
                 metrics.observe_request(label, method_label(scope["method"]), status, seconds)
             self.telemetry.finish(exchange, label, status, seconds)  # アクセスログ・スパン
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
-        """照合して実行し、(メトリクスの route ラベル, ステータス) を返す。"""
-        found = self.router.match(scope["path"])
-        if found is None:
-            return await self._fallback(scope, receive, send)
-        methods, params = found
+    def _select(
+        self, methods: Mapping[str, Route], scope: Scope
+    ) -> tuple[str, Route | None, bool, Response | None]:
+        """パスが一致したルートからメソッドで選ぶ：(ラベル, 実行するルート, HEAD か, 断る応答)。"""
         method = scope["method"]
         head = method == "HEAD" and method not in methods
         route = methods.get("GET" if head else method)
         if route is None:
-            response = method_not_allowed(methods)
-        elif not route.probe and self._overloaded(scope):
-            response = self._reject(route)
-        else:
-            return route.path, await self.handle(route, params, scope, receive, send, head=head)
-        await send_response(send, response, head=head)
-        return (route or next(iter(methods.values()))).path, response.status
+            return next(iter(methods.values())).path, None, head, method_not_allowed(methods)
+        if not route.probe and self._overloaded(scope):
+            return route.path, None, head, self._reject(route)
+        return route.path, route, head, None
 
     def _overloaded(self, scope: Scope) -> bool:
         """サーバー（uvicorn の接続）が知らせた処理待ちの数が上限以上か。"""

@@ -83,12 +83,19 @@ class Request:
         return b"".join(chunks)
 
 
-async def send_response(send: Send, response: Response, *, head: bool = False) -> None:
-    """応答を送る（HEAD なら同じヘッダでボディなし）。"""
+async def send_response(
+    send: Send,
+    response: Response,
+    *,
+    head: bool = False,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """応答を送る（HEAD なら同じヘッダでボディなし）。extra はこのリクエストだけのヘッダ。"""
     headers = [
         (b"content-type", response.content_type),
         (b"content-length", str(len(response.body)).encode()),
         *response.headers,
+        *extra,
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else response.body})

@@ -128,16 +128,15 @@ class SeedAPI:
 
     async def predict(self, request: Request) -> Response:
         """確率を返す推論。"""
-        _, probabilities = await self._predict(request)
+        _, probabilities = self._predict(await request.body())
         return Response(200, codec.encode_probabilities(probabilities))
 
     async def predict_label(self, request: Request) -> Response:
         """ラベル名を返す推論。"""
-        dataplane, probabilities = await self._predict(request)
+        dataplane, probabilities = self._predict(await request.body())
         return Response(200, codec.encode_labels(dataplane.labels_of(probabilities)))
 
-    async def _predict(self, request: Request) -> tuple[DataPlane, FloatArray]:
-        body = await request.body()
+    def _predict(self, body: bytes) -> tuple[DataPlane, FloatArray]:
         dataplane = self.state.require()
         features = dataplane.validate(codec.decode_rows(body), loc=ROWS_LOC)
         return dataplane, dataplane.predict(features)
