@@ -113,6 +113,8 @@ class _PipelineFlowControl(FlowControl):
 
     def resume_reading(self) -> None:
         """パイプラインが空のときだけ読み込みを再開する。"""
+        if not self.read_paused:  # ほとんどの呼び出し（受信も応答も止めていない）
+            return
         protocol = self._protocol()
         if protocol is None or not (protocol.pipeline or protocol.has_unparsed):
             super().resume_reading()
@@ -131,6 +133,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = config.limits if isinstance(config, ServerConfig) else ConnectionLimits()
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
         self._in_head = False
         self._head_received = 0
@@ -139,20 +142,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._served = 0
         self._unparsed = memoryview(b"")
+        self._counted_app = partial(_counted, self.app)
 
     # --- 期限 ---
 
+    # 受信の期限はリクエストごとにタイマーを作り直さず、期限の時刻だけを更新する。
+    # タイマーは接続に 1 つで、鳴ったときに期限がまだ先なら掛け直す。
+
     def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.limits.request_timeout, self._expire)
+        self._deadline_at = self.loop.time() + self.limits.request_timeout
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._deadline_at, self._expire)
 
     def _disarm(self) -> None:
+        self._deadline_at = None
+
+    def _cancel_deadline(self) -> None:
+        self._deadline_at = None
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
     def _expire(self) -> None:
         self._deadline = None
+        if self._deadline_at is None:  # その後リクエストを受け取り終えた
+            return
+        if self.loop.time() < self._deadline_at:  # その後に始まったリクエストの期限
+            self._deadline = self.loop.call_at(self._deadline_at, self._expire)
+            return
         if not self.transport.is_closing():
             self.logger.debug("closing a connection that did not send a request in time")
             self.transport.close()
@@ -175,7 +192,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """期限を解除する。"""
-        self._disarm()
+        self._cancel_deadline()
         if self._write_deadline is not None:
             self._write_deadline.cancel()
             self._write_deadline = None
@@ -200,8 +217,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # --- 受信 ---
 
     def data_received(self, data: bytes) -> None:
-        """受け取ったバイト列をパーサに渡す。"""
+        """受け取ったバイト列をパーサに渡す（ふつうの小さなリクエストはそのまま 1 回で）。"""
         self._unset_keepalive_if_required()
+        if len(data) <= FEED_SLICE and not (self._in_head or self.pipeline or self._unparsed):
+            if self.parser is not None and not self.transport.is_closing():
+                self._feed(data)
+            return
         self._consume(memoryview(data))
 
     def _consume(self, data: memoryview) -> None:
@@ -224,7 +245,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._head_received += len(part)
             self._feed(part)
 
-    def _feed(self, data: memoryview) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -269,16 +290,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._url_bytes += len(url)
         if self._url_bytes > self.limits.max_url_bytes:
             raise _Rejected(414, f"URL exceeds {self.limits.max_url_bytes} bytes")
-        super().on_url(url)
+        self.url += url  # uvicorn の on_url と同じ
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """ヘッダ 1 つ（合計が上限を超えれば 431）。"""
         self._header_sum += len(name) + len(value) + 4  # ": " と CRLF
         if self._header_sum > self.limits.max_header_bytes:
             raise _Rejected(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
-        if name.lower() == b"host":
+        # ここから uvicorn の on_header と同じ（名前を小文字にするのは 1 回だけ）
+        name = name.lower()
+        if name == b"host":
             self._hosts += 1
-        super().on_header(name, value)
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         """Host を確かめ、処理待ちの数を渡し、ドレイン中なら応答の後に閉じる。"""
@@ -298,7 +323,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         """アプリの実行を数える（受け入れ制御の処理待ちの数）。"""
         _CONNECTIONS.in_flight += 1
-        super()._start_asgi_task(cycle, partial(_counted, app))
+        counted = self._counted_app if app is self.app else partial(_counted, app)
+        super()._start_asgi_task(cycle, counted)
 
     def on_message_complete(self) -> None:
         """受け取り終えたら期限を解除する（以後は keep-alive の期限）。"""
