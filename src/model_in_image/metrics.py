@@ -33,16 +33,18 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 FLUSH_EVERY = 4096
 
 
-def observe_many(histogram: Any, values: Sequence[float]) -> None:
+def observe_many(histogram: Any, values: Sequence[float] | np.ndarray[Any, Any]) -> None:
     """Histogram.observe を値の数だけ呼ぶのと同じ結果を、バケットごとに 1 回の加算で得る。
 
     prometheus-client の Histogram の内部（_upper_bounds, _buckets, _sum）に依存する。
+    値は配列のまま扱う（リストにすると 6 万個で数 ms かかり、その間イベントループが止まる）。
     """
-    index = np.searchsorted(histogram._upper_bounds, values, side="left")
+    array = np.asarray(values, dtype=np.float64)
+    index = np.searchsorted(histogram._upper_bounds, array, side="left")
     for bucket, count in enumerate(np.bincount(index, minlength=len(histogram._buckets))):
         if count:
             histogram._buckets[bucket].inc(int(count))
-    histogram._sum.inc(float(sum(values)))
+    histogram._sum.inc(float(array.sum()))
 
 
 def mark_worker_dead(pid: int) -> None:

@@ -18,6 +18,7 @@ from model_in_image.observability.monitoring import (
     PredictionMonitor,
     SlidingWindow,
     population_stability_index,
+    top_class,
 )
 from support.iris import training_rows
 from support.paths import LABEL_FILE, MODEL_FILE
@@ -183,3 +184,18 @@ def test_pending_predictions_are_invisible_to_the_gc() -> None:
     finally:
         gc.enable()
     assert grown < 50
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 40])
+def test_top_class_equals_max_and_argmax_with_ties(classes: int) -> None:
+    """列ごとの比較（少ないクラス）も argmax（多いクラス）も、同じ値なら最初の列を選ぶ。"""
+    rng = np.random.default_rng(classes)
+    probabilities = rng.dirichlet(np.ones(classes), 2000).astype(np.float32)
+    probabilities[:10] = 1.0 / classes  # 全列が同じ
+    probabilities[10:20] = 0.0
+    probabilities[10:20, -2:] = 0.5  # 最後の 2 列が同じ
+    top, index = top_class(probabilities)
+    np.testing.assert_array_equal(top, probabilities.max(axis=1))
+    np.testing.assert_array_equal(index, probabilities.argmax(axis=1))
+    assert index[:10].tolist() == [0] * 10
+    assert index[10:20].tolist() == [classes - 2] * 10

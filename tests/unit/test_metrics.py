@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 
+import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from model_in_image.metrics import LATENCY_BUCKETS, Metrics, observe_many
@@ -26,6 +28,17 @@ def test_observe_many_equals_observe_one_by_one() -> None:
     observe_many(many, values)
     assert [b.get() for b in one._buckets] == [b.get() for b in many._buckets]
     assert one._sum.get() == many._sum.get()
+
+
+def test_observe_many_takes_a_numpy_array() -> None:
+    values = np.array([0.05, 0.2, 0.2, 0.999, 1.0], dtype=np.float32)
+    one = Histogram("one", "x", buckets=(0.1, 0.5, 1.0), registry=CollectorRegistry())
+    many = Histogram("many", "x", buckets=(0.1, 0.5, 1.0), registry=CollectorRegistry())
+    for value in values.tolist():
+        one.observe(value)
+    observe_many(many, values)
+    assert [b.get() for b in one._buckets] == [b.get() for b in many._buckets] == [1, 2, 2, 0]
+    assert many._sum.get() == pytest.approx(one._sum.get())
 
 
 def test_flush_reports_counts_latency_and_inference() -> None:
