@@ -31,27 +31,45 @@ from support.net import free_port, wait_for
 TIMEOUT = 0.5
 
 
+@contextlib.contextmanager
+def serving(config: ServerConfig) -> Iterator[int]:
+    """config のサーバーをスレッドで動かしポートを返す（serve() と同じくソケットを渡す）。"""
+    instance = uvicorn.Server(config)
+    sock = config.bind_socket()
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: instance.started, 10.0, "server start")
+        yield config.port
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        reset_drain()
+
+
+def _config(settings: Any) -> ServerConfig:
+    config = uvicorn_config(settings, multiprocess=False)
+    config.log_config = None
+    return config
+
+
 @pytest.fixture
 def server(make_settings: SettingsFactory) -> Iterator[int]:
-    """REQUEST_TIMEOUT_SECONDS=0.5 のサーバーをスレッドで動かし、ポートを返す。"""
+    """REQUEST_TIMEOUT_SECONDS=0.5 のサーバー。"""
     settings = make_settings(
         port=free_port(), request_timeout_seconds=TIMEOUT, max_header_bytes=4096, max_url_bytes=1024
     )
-    config = uvicorn_config(settings, multiprocess=False)
-    config.log_config = None
-    instance = uvicorn.Server(config)
-    sock = config.bind_socket()  # serve() と同じく待ち受けソケットを渡す（eventloop.Listener）
-    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not instance.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert instance.started
-    yield settings.port
-    instance.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
-    reset_drain()
+    with serving(_config(settings)) as port:
+        yield port
+
+
+@pytest.fixture
+def keep_alive_server(make_settings: SettingsFactory) -> Iterator[int]:
+    """keep-alive 1 秒・受信の期限 30 秒のサーバー（接続のタイマーは長い方で作られる）。"""
+    settings = make_settings(port=free_port(), request_timeout_seconds=30, timeout_keep_alive=1)
+    with serving(_config(settings)) as port:
+        yield port
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -86,6 +104,29 @@ def test_complete_request_is_served_and_kept_alive(server: int) -> None:
         for _ in range(2):
             sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_idle_keep_alive_closes_after_its_own_timeout(keep_alive_server: int) -> None:
+    """受信の期限（30 秒）のタイマーがあっても、応答の後は keep-alive の期限（1 秒）で閉じる。"""
+    with socket.create_connection(("127.0.0.1", keep_alive_server), timeout=5) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
+        assert closed_within(sock, 4)
+        assert 0.8 <= time.monotonic() - start < 4
+
+
+def test_request_started_on_a_kept_alive_connection_gets_the_request_timeout(
+    keep_alive_server: int,
+) -> None:
+    """keep-alive の期限の前に次のリクエストが始まれば、その後は受信の期限で数える。"""
+    with socket.create_connection(("127.0.0.1", keep_alive_server), timeout=5) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /livez HTTP/1.1\r\n")
+        time.sleep(2)  # keep-alive の期限（1 秒）を過ぎても閉じない
+        sock.sendall(b"Host: a\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def test_oversized_headers_close_the_connection(server: int) -> None:
@@ -184,20 +225,11 @@ def server_config(make_settings: SettingsFactory) -> Any:
 
 @contextlib.contextmanager
 def running(app: Any, config: ServerConfig) -> Iterator[int]:
-    """config のまま app を動かすサーバー（ライフスパンなし）をスレッドで動かす。"""
+    """config のまま app を動かすサーバー（ライフスパンなし）。"""
     config.app, config.lifespan, config.log_config = app, "off", None
     config.loaded = False
-    instance = uvicorn.Server(config)
-    sock = config.bind_socket()
-    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: instance.started, 10.0, "server start")
-        yield config.port
-    finally:
-        instance.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(config) as port:
+        yield port
 
 
 def test_request_extensions_carry_the_in_flight_count(server_config: Any) -> None:

@@ -1,7 +1,8 @@
 """HTTP 接続の保護（uvicorn の httptools 実装の拡張）：1 つの接続で Pod を倒させない規則。
 
 - 受信の期限：接続直後とリクエストの開始から、リクエスト全体を受け取るまで（遅い・止まった
-  クライアント）。応答を読まないクライアントへの書き込みも同じ期限で打ち切る。
+  クライアント）。応答を読まないクライアントへの書き込みも同じ期限で打ち切る。keep-alive の
+  期限（応答の後、次のリクエストまで）も同じ 1 つのタイマーで数える。
 - 受信中の上限：URL とヘッダの大きさは受け取る途中で数え、超えたら 414 / 431 を返して閉じる
   （httptools は断片を連結して保持するため、上限を後で確かめるとその間のコピーと記憶が無制限）。
 - パイプライン：受け取り済みで未処理のリクエストがある間は読み込みを止める（応答を読まずに
@@ -19,9 +20,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import httptools
@@ -84,14 +85,6 @@ def reset_drain() -> None:
     _CONNECTIONS.draining = False
 
 
-async def _counted(app: ASGI3Application, scope: Any, receive: Any, send: Any) -> None:
-    """アプリを実行し、終わったら処理待ちの数を減らす。"""
-    try:
-        await app(scope, receive, send)
-    finally:
-        _CONNECTIONS.in_flight -= 1
-
-
 class _Rejected(Exception):  # noqa: N818 - 応答で終わるので誤りではない
     """受信中に見つけた規則違反（この応答を返して接続を閉じる）。"""
 
@@ -134,6 +127,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.limits = config.limits if isinstance(config, ServerConfig) else ConnectionLimits()
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at: float | None = None
+        self._timer_at = 0.0
         self._write_deadline: asyncio.TimerHandle | None = None
         self._in_head = False
         self._head_received = 0
@@ -142,17 +136,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._served = 0
         self._unparsed = memoryview(b"")
-        self._counted_app = partial(_counted, self.app)
 
     # --- 期限 ---
 
-    # 受信の期限はリクエストごとにタイマーを作り直さず、期限の時刻だけを更新する。
-    # タイマーは接続に 1 つで、鳴ったときに期限がまだ先なら掛け直す。
+    # 接続の期限は 1 つ：リクエストを受け取り始めてから受け取り終えるまで（request_timeout）と、
+    # 応答を送り終えてから次のリクエストまで（uvicorn の timeout_keep_alive）。過ぎたら閉じる。
+    # リクエストごとにタイマーを作り直さず（uvloop では作って消すのに数 µs）期限の時刻だけを
+    # 更新する。タイマーは接続に 1 つで、鳴ったときに期限がまだ先なら掛け直す。
 
-    def _arm(self) -> None:
-        self._deadline_at = self.loop.time() + self.limits.request_timeout
-        if self._deadline is None:
-            self._deadline = self.loop.call_at(self._deadline_at, self._expire)
+    def _arm(self, seconds: float) -> None:
+        deadline = self.loop.time() + seconds
+        self._deadline_at = deadline
+        if self._deadline is None or deadline < self._timer_at:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._timer_at = deadline
+            self._deadline = self.loop.call_at(deadline, self._expire)
 
     def _disarm(self) -> None:
         self._deadline_at = None
@@ -165,13 +164,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _expire(self) -> None:
         self._deadline = None
-        if self._deadline_at is None:  # その後リクエストを受け取り終えた
+        if self._deadline_at is None:  # 処理中（期限なし）
             return
-        if self.loop.time() < self._deadline_at:  # その後に始まったリクエストの期限
+        if self.loop.time() < self._deadline_at:  # その後に掛け直された期限
+            self._timer_at = self._deadline_at
             self._deadline = self.loop.call_at(self._deadline_at, self._expire)
             return
         if not self.transport.is_closing():
-            self.logger.debug("closing a connection that did not send a request in time")
+            self.logger.debug("closing a connection that was idle or slow past its deadline")
             self.transport.close()
 
     def _write_expired(self) -> None:
@@ -186,7 +186,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.flow = _PipelineFlowControl(transport, self)
         _CONNECTIONS.live.add(self)
-        self._arm()
+        self._arm(self.limits.request_timeout)
         if _CONNECTIONS.draining:
             self.start_draining()
 
@@ -282,7 +282,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_sum = 0
         self._url_bytes = 0
         self._hosts = 0
-        self._arm()
+        self._arm(self.limits.request_timeout)
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -321,10 +321,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        """アプリの実行を数える（受け入れ制御の処理待ちの数）。"""
+        """アプリのタスクを始め（uvicorn と同じ）、終わるまでを処理待ちの数に数える。"""
         _CONNECTIONS.in_flight += 1
-        counted = self._counted_app if app is self.app else partial(_counted, app)
-        super()._start_asgi_task(cycle, counted)
+        context = contextvars.Context() if self.config.reset_contextvars else None
+        task = self.loop.create_task(cycle.run_asgi(app), context=context)
+        task.add_done_callback(self._task_done)
+        self.tasks.add(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        _CONNECTIONS.in_flight -= 1
 
     def on_message_complete(self) -> None:
         """受け取り終えたら期限を解除する（以後は keep-alive の期限）。"""
@@ -359,8 +365,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return bool(self._unparsed)
 
     def on_response_complete(self) -> None:
-        """取っておいた受信データを続けて処理する。ドレイン中は短い猶予の後に閉じる。"""
-        super().on_response_complete()
+        """次のリクエストを始めるか keep-alive の期限を掛け（uvicorn と同じ手順、期限は接続の
+        タイマーで）、取っておいた受信データを続けて処理する。ドレイン中は猶予の後に閉じる。"""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._arm(self.timeout_keep_alive)
         if self._unparsed and len(self.pipeline) < MAX_PIPELINED:
             data, self._unparsed = self._unparsed, memoryview(b"")
             self._consume(data)
