@@ -38,7 +38,6 @@ from model_in_image.transport.dispatcher import Dispatcher
 logger = logging.getLogger(__name__)
 
 METRICS_FLUSH_SECONDS = 1.0
-# アクセスログが既定で成功を書かないルート（ACCESS_LOG_PROBES=true なら書く）
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -52,15 +51,15 @@ class ModelServerApp:
         dispatcher: Dispatcher,
         api: FastAPI,
         preparers: list[Callable[[DataPlane], None]],
+        observability: Observability,
         dataplane: DataPlane | None = None,
         grpc_server: GrpcServer | None = None,
-        observability: Observability | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
         self.dispatcher = dispatcher
         self.api = api
-        self.observability = observability or Observability.create(settings)
+        self.observability = observability
         dispatcher.telemetry = self.observability.telemetry
         self._preparers = preparers
         self._preloaded = dataplane
@@ -203,7 +202,7 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelS
     observability = Observability.create(settings, quiet)
     preparers: list[Callable[[DataPlane], None]] = [seed.prepare, v2.prepare]
     return ModelServerApp(
-        settings, state, dispatcher, api, preparers, dataplane, grpc_server, observability
+        settings, state, dispatcher, api, preparers, observability, dataplane, grpc_server
     )
 
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from time import perf_counter
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_in_image.errors import ModelServerError, OverloadedError
 from model_in_image.metrics import Metrics
@@ -114,7 +114,7 @@ class Dispatcher:
         try:
             found = self.router.match(scope["path"])
             if found is None:  # FastAPI の応答には send を包んで ID を付ける
-                label, status = await self._fallback(scope, receive, exchange.send)
+                label, status = await self._fallback(scope, receive, exchange)
             else:
                 methods, params = found
                 label, route, head, refusal = self._select(methods, scope)
@@ -163,15 +163,12 @@ class Dispatcher:
             response.status, response.body, response.content_type, (*response.headers, RETRY_AFTER)
         )
 
-    async def _fallback(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
-        """FastAPI に渡す。ラベルは Starlette が一致させたルートのパステンプレート。"""
-        sent = [DISCONNECTED]
-
-        async def capture(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                sent[0] = message["status"]
-            await send(message)
-
-        await self.fallback(scope, receive, capture)
+    async def _fallback(
+        self, scope: Scope, receive: Receive, exchange: Exchange
+    ) -> tuple[str, int]:
+        """FastAPI に渡す。ラベルは Starlette が一致させたルートのパステンプレート、
+        ステータスは exchange.send が記録した送ったもの。"""
+        await self.fallback(scope, receive, exchange.send)
         matched = scope.get("route")
-        return getattr(matched, "path", UNMATCHED), sent[0]
+        status = DISCONNECTED if exchange.status is None else exchange.status
+        return getattr(matched, "path", UNMATCHED), status
