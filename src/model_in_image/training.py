@@ -16,7 +16,7 @@ import numpy as np
 
 from model_in_image.card import ModelFacts
 from model_in_image.modelcard import ModelCard, reference_statistics
-from model_in_image.runtime import OnnxClassifier, sha256_of
+from model_in_image.runtime import OnnxClassifier
 
 SEED = 42
 TEST_SIZE = 0.2
@@ -109,7 +109,7 @@ def train(output_dir: Path, seed: int = SEED) -> TrainResult:
     card = ModelCard(
         name=facts.name,
         model_file=MODEL_FILE,
-        sha256=sha256_of(model_path),
+        sha256=facts.sha256,
         input_name=facts.input_name,
         input_dtype=facts.input_dtype,
         input_width=features.shape[1],
