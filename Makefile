@@ -38,9 +38,9 @@ run: | $(UV) ## モデルを http://127.0.0.1:8000 で提供する（Docker 不�
 	$(SERVE_RUN) model-in-image serve
 
 .PHONY: run-reference
-run-reference: | $(UV) ## 教科書のモデル（../shared/reference）を提供する
+run-reference: | $(UV) ## 教科書のモデル（models/reference）を提供する
 	SAMPLE_DATA='[[5.1, 3.5, 1.4, 0.2]]' $(SERVE_RUN) model-in-image serve \
-		--model ../shared/reference/iris_svc.onnx --labels ../shared/reference/label.json
+		--model models/reference/iris_svc.onnx --labels models/reference/label.json
 
 .PHONY: train
 train: | $(UV) ## Iris SVC を学習して models/ とパッケージ同梱の既定モデルに書き出す（再現可能）

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTBOOK_DIR = ROOT / "benchmarks" / "textbook"
-REFERENCE_DIR = ROOT.parent / "shared" / "reference"
+REFERENCE_DIR = ROOT / "models" / "reference"
 SPECIES_ROWS = ([5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 2.9, 5.6, 1.8])
 V2_INFER = "/v2/models/iris_svc/infer"
 GRPC_MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -244,8 +244,5 @@ def available(variant: Variant, fields: frozenset[str]) -> bool:
 
 
 def textbook_model() -> tuple[Path, Path]:
-    """教科書のモデル（../shared/reference に有れば）か、無ければ同梱のモデル。"""
-    reference = REFERENCE_DIR / "iris_svc.onnx"
-    if reference.exists():
-        return reference, REFERENCE_DIR / "label.json"
-    return ROOT / "models" / "iris_svc.onnx", ROOT / "models" / "label.json"
+    """リポジトリに同梱した教科書のモデル（models/reference）とラベル。"""
+    return REFERENCE_DIR / "iris_svc.onnx", REFERENCE_DIR / "label.json"

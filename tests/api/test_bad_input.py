@@ -80,7 +80,7 @@ def test_bad_body(
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 @pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/x-www-form-urlencoded", "text/json"]
+    "content_type", ["text/plain", "text/json", "multipart/form-data; boundary=x"]
 )
 def test_wrong_content_type_is_415(spy_app: AppFactory, path: str, content_type: str) -> None:
     client, spy = spy_app()
@@ -89,6 +89,50 @@ def test_wrong_content_type_is_415(spy_app: AppFactory, path: str, content_type:
     )
     assert response.status_code == 415
     assert content_type in response.json()["detail"]
+    assert spy.calls == []
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "Application/X-WWW-Form-Urlencoded; charset=utf-8"},
+    ],
+    ids=["missing", "form", "form-with-charset"],
+)
+def test_json_body_without_json_content_type(
+    client: TestClient, path: str, headers: dict[str, str]
+) -> None:
+    """curl -d の既定（フォーム）や Content-Type なしでも、ボディが JSON なら JSON と同じ応答。"""
+    body = f'\n {{"data": [{ROW}]}}'
+    expected = client.post(path, content=body, headers=JSON)
+    response = client.post(path, content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.json() == expected.json()
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("body", [b"data=5.1,3.5,1.4,0.2", b"", b"  "])
+def test_form_body_that_is_not_json_is_415(spy_app: AppFactory, path: str, body: bytes) -> None:
+    client, spy = spy_app()
+    form = "application/x-www-form-urlencoded"
+    response = client.post(path, content=body, headers={"content-type": form})
+    assert response.status_code == 415
+    detail = f"Content-Type must be application/json, got '{form}' with a body that is not JSON"
+    assert response.json() == {"detail": detail}
+    assert spy.calls == []
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_form_body_that_is_broken_json_is_400(spy_app: AppFactory, path: str) -> None:
+    """JSON に見えるが壊れたボディは、Content-Type が JSON のときと同じ 400。"""
+    client, spy = spy_app()
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    response = client.post(path, content=f'{{"data": [{ROW}]', headers=headers)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Invalid JSON: ")
     assert spy.calls == []
 
 

@@ -121,13 +121,17 @@ def test_unknown_path_is_404(http: httpx.Client, path: str) -> None:
     assert_4xx(http.get(path), 404)
 
 
-@pytest.mark.parametrize(
-    "content_type",
-    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
-)
+@pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data; boundary=x"])
 def test_seed_api_non_json_is_415(http: httpx.Client, content_type: str) -> None:
     response = http.post("/predict", content=PREDICT_BODY, headers={"content-type": content_type})
     assert_4xx(response, 415)
+
+
+def test_seed_api_form_is_json_only_if_the_body_is(http: httpx.Client) -> None:
+    """curl -d の既定（フォーム）：JSON のボディは受け付け、フォームのボディは 415。"""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    assert http.post("/predict", content=PREDICT_BODY, headers=form).status_code == 200
+    assert_4xx(http.post("/predict", content=b"data=1", headers=form), 415)
 
 
 RAW_REQUESTS = {

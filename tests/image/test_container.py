@@ -205,9 +205,7 @@ def _appended(tmp_path: Path) -> Path:
 
 
 def _reference(tmp_path: Path) -> Path:
-    """教科書のモデル（別のモデル）。"""
-    if not REFERENCE_MODEL.exists():
-        pytest.skip(f"{REFERENCE_MODEL} not found")
+    """教科書のモデル（別のモデル。models/reference に同梱）。"""
     return Path(shutil.copy(REFERENCE_MODEL, tmp_path / "iris_svc.onnx"))
 
 

@@ -151,15 +151,31 @@ def test_binary_nan_is_400(client: TestClient) -> None:
     "headers",
     [
         {"content-type": "text/plain"},
-        {"content-type": "application/x-www-form-urlencoded"},
         {"content-type": "multipart/form-data; boundary=x"},
         {"content-type": "application/json", "content-encoding": "gzip"},
     ],
-    ids=["text", "form", "multipart", "gzip"],
+    ids=["text", "multipart", "gzip"],
 )
 def test_unsupported_media_is_415(client: TestClient, headers: dict[str, str]) -> None:
     response = client.post(INFER, content=orjson.dumps(infer_body(SETOSA)), headers=headers)
     assert_error(response, 415)
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"content-type": "application/x-www-form-urlencoded"}], ids=["none", "form"]
+)
+def test_json_body_without_json_content_type(client: TestClient, headers: dict[str, str]) -> None:
+    """Triton・KServe と同じく、ボディが JSON なら Content-Type が無くてもフォームでも推論する。"""
+    body = orjson.dumps(infer_body(SETOSA))
+    expected = client.post(INFER, content=body, headers=JSON)
+    response = client.post(INFER, content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.json() == expected.json()
+
+
+def test_form_body_that_is_not_json_is_415(client: TestClient) -> None:
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert_error(client.post(INFER, content=b"inputs=1", headers=headers), 415, "not JSON")
 
 
 def test_seed_api_still_rejects_octet_stream(client: TestClient) -> None:

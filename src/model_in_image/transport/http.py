@@ -10,6 +10,8 @@ from starlette.types import Receive, Scope, Send
 from model_in_image.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 
 JSON = b"application/json"
+# curl -d の既定の Content-Type。ボディが JSON なら JSON として読む（Triton・KServe と同じ）
+FORM = b"application/x-www-form-urlencoded"
 
 
 class ClientDisconnectedError(Exception):
@@ -26,12 +28,21 @@ class Response:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def is_json(content_type: bytes) -> bool:
-    """application/json または application/*+json か。"""
-    media = content_type.split(b";", 1)[0].strip().lower()
+def media_type(content_type: bytes) -> bytes:
+    """Content-Type のメディア型（引数を除き小文字）。"""
+    return content_type.split(b";", 1)[0].strip().lower()
+
+
+def is_json(media: bytes) -> bool:
+    """メディア型（media_type の値）が application/json または application/*+json か。"""
     return media == b"application/json" or (
         media.startswith(b"application/") and media.endswith(b"+json")
     )
+
+
+def looks_like_json(body: bytes) -> bool:
+    """先頭の空白の後が { か [ か（フォームの a=b と見分ける。構文はデコーダが確かめる）。"""
+    return body.lstrip(b" \t\r\n")[:1] in (b"{", b"[")
 
 
 class Request:
@@ -54,15 +65,33 @@ class Request:
         return headers
 
     async def body(self, accept: Callable[[bytes], bool] | None = is_json) -> bytes:
-        """ボディを上限付きで読む（accept が Content-Type を、先に Content-Length を確かめる）。"""
+        """ボディを上限付きで読む（accept がメディア型を、先に Content-Length を確かめる）。
+
+        Content-Type が無いか FORM で、ボディが JSON に見えれば JSON として返す。
+        FORM で JSON でないボディと、accept が拒む型は 415。
+        """
         max_bytes = self.max_body
+        form = False
         for name, value in self.scope["headers"]:
-            if name == b"content-type" and accept is not None and not accept(value):
-                raise UnsupportedMediaTypeError(
-                    f"Content-Type must be application/json, got {value.decode('latin-1')!r}"
-                )
-            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+            if name == b"content-type":
+                media = media_type(value)
+                form = media == FORM
+                if not form and accept is not None and not accept(media):
+                    raise UnsupportedMediaTypeError(
+                        f"Content-Type must be application/json, got {value.decode('latin-1')!r}"
+                    )
+            elif name == b"content-length" and value.isdigit() and int(value) > max_bytes:
                 raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
+        body = await self._read(max_bytes)
+        if form and not looks_like_json(body):
+            raise UnsupportedMediaTypeError(
+                f"Content-Type must be application/json, got {FORM.decode()!r} "
+                "with a body that is not JSON"
+            )
+        return body
+
+    async def _read(self, max_bytes: int) -> bytes:
+        """ボディを最後まで読む（max_bytes を超えたら 413、途中で切断されたら例外）。"""
         message = await self.receive()
         body: bytes = message.get("body", b"")
         if not message.get("more_body", False) and message["type"] == "http.request":

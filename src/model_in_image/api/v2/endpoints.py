@@ -24,7 +24,7 @@ from model_in_image.errors import (
     UnsupportedMediaTypeError,
 )
 from model_in_image.state import MODEL_VERSION, ServerState
-from model_in_image.transport.http import Request, Response
+from model_in_image.transport.http import FORM, Request, Response
 from model_in_image.transport.routing import Handler, PathParamDoc, Route, RouteDoc
 
 SERVER_NAME = "model-in-image"
@@ -34,7 +34,7 @@ HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = b"application/octet-stream"
 MAX_LENGTH_DIGITS = 18
 
-_ACCEPTED_MEDIA = (b"application/json", OCTET_STREAM)
+_ACCEPTED_MEDIA = (b"application/json", OCTET_STREAM, FORM)
 _SERVER_METADATA = Response(
     200,
     orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}),
@@ -75,8 +75,8 @@ def error_response(exc: ModelServerError) -> Response:
 def header_length_of(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     """ヘッダを確かめ、Inference-Header-Content-Length を返す（無ければ None）。
 
-    JSON 以外に application/octet-stream（バイナリ拡張）を受け付ける。それ以外の
-    Content-Type と圧縮（Content-Encoding）は 415。
+    JSON 以外に application/octet-stream（バイナリ拡張）と FORM（ボディが JSON のときだけ。
+    Request.body が確かめる）を受け付ける。それ以外の Content-Type と圧縮は 415。
     """
     length: int | None = None
     for name, value in headers:
