@@ -7,12 +7,15 @@ raw_output_contents、parameters が InferParameter であることだけ。
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.codecs import v2
-from model_in_image.dataplane import DataPlane
+from model_in_image.dataplane import SMALL_INPUT_VALUES, DataPlane
 from model_in_image.runtime import FloatArray
 from model_in_image.state import MODEL_VERSION
 
@@ -20,6 +23,8 @@ from model_in_image.state import MODEL_VERSION
 CONTENTS_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 BINARY_DATA = "binary_data"
 BINARY_DATA_OUTPUT = "binary_data_output"
+# V2 の raw はリトルエンディアン：そのまま memoryview で読めるのはリトルエンディアンの機械だけ
+_NATIVE_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def features_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> FloatArray:
@@ -35,10 +40,31 @@ def features_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> FloatArr
             )
         if tensor.HasField("contents"):
             raise v2.bad_request(f"input {tensor.name!r} has both contents and raw_input_contents")
-        raw = request.raw_input_contents[0]
-        rows = v2.raw_rows(tensor.name, tensor.datatype, dtype, tensor.shape, raw, width)
+        rows = _raw_rows(tensor, dtype, width, request.raw_input_contents[0])
         return dataplane.validate(rows, loc=("raw_input_contents", 0))
     return dataplane.validate(_typed_rows(tensor, width), loc=("inputs", 0, "contents"))
+
+
+def _raw_rows(
+    tensor: pb.ModelInferRequest.InferInputTensor, dtype: np.dtype[Any], width: int, raw: bytes
+) -> Sequence[Sequence[float]]:
+    """raw_input_contents を行にする（コピーは検証の 1 回だけ）。
+
+    小さな入力は Python の float の行にする（検証が numpy を通らない：dataplane の
+    SMALL_INPUT_VALUES）。大きな入力は np.frombuffer の [N, 幅] のビュー（行のリストにすると
+    行の数だけ配列ができ、それをまた 1 つの配列に戻すことになる）。
+    """
+    rows = tensor.shape[0]
+    count = rows * width
+    if len(raw) != count * dtype.itemsize:
+        raise v2.bad_request(
+            f"input {tensor.name!r}: {len(raw)} bytes of binary data, but shape "
+            f"{list(tensor.shape)} of {tensor.datatype} needs {count * dtype.itemsize}"
+        )
+    if count > SMALL_INPUT_VALUES or not _NATIVE_LITTLE_ENDIAN:
+        return np.frombuffer(raw, dtype=dtype).reshape(rows, width)
+    flat = memoryview(raw).cast(dtype.char).tolist()
+    return [flat[i : i + width] for i in range(0, count, width)]
 
 
 def _typed_rows(
