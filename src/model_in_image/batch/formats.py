@@ -1,7 +1,7 @@
-"""行の形式：CSV・JSON Lines・シードの JSON ボディ・数値の配列（Parquet）の行を数値にする。
+"""テキストの行の形式：CSV・JSON Lines・シードの JSON ボディの行を数値にする。
 
 各形式は一括の速い道（parse_all）と 1 行ずつの遅い道（parse_one）を持つ。検証はしない
-（DataPlane.validate が行う）。
+（BatchModel.check が行う）。Parquet と DataFrame は tables が受け持つ。
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import numpy as np
 import orjson
 
 from model_in_image.batch.base import RowError
+from model_in_image.batch.model import BatchModel
+from model_in_image.batch.scored import Problem, Scored, predicted
 from model_in_image.runtime import FloatArray
 
 # これより長い行は読まずに不正な行として扱う（改行の無い巨大なファイルでもメモリを一定に保つ）
@@ -38,8 +40,18 @@ class RowFormat(Protocol):
     def text(self, item: Any) -> str:
         """エラーファイルに残す、元の行の文字列。"""
 
+    def input_column(self, feature: int) -> int:
+        """特徴量の番号（1 始まり）に当たる入力の列番号（1 始まり）。"""
 
-class _LineFormat:
+
+class _InOrder:
+    """特徴量を入力の順に並べる形式（列番号は特徴量の番号そのもの）。"""
+
+    def input_column(self, feature: int) -> int:
+        return feature
+
+
+class _LineFormat(_InOrder):
     """1 行 1 レコードのテキスト形式の共通部分（長すぎる行は None で届く）。"""
 
     unit = "line"
@@ -60,11 +72,22 @@ class _LineFormat:
 
 
 class CsvFormat(_LineFormat):
-    """カンマ区切り（見出し行は読み手が取り除く）。一括は np.loadtxt、1 行ずつは csv。"""
+    """カンマ区切り（見出し行は読み手が取り除く）。一括は np.loadtxt、1 行ずつは csv。
+
+    order は特徴量の順に並べた列番号（見出しの名前で対応させたとき）、columns は見出しの列数。
+    """
+
+    def __init__(self, order: list[int] | None = None, columns: int = 0) -> None:
+        self._order = order
+        self._columns = columns
 
     def parse_all(self, items: Sequence[bytes | None]) -> FloatArray | None:
         try:
             text = b"".join(items).decode("utf-8")  # type: ignore[arg-type]
+            if self._order is not None and (
+                '"' in text or text.count(",") != len(items) * (self._columns - 1)
+            ):
+                return None  # 列数の確かめは 1 行ずつの道で（usecols は余る列を黙って捨てる）
             return np.loadtxt(
                 io.StringIO(text),
                 delimiter=",",
@@ -72,6 +95,7 @@ class CsvFormat(_LineFormat):
                 comments=None,
                 dtype=np.float64,
                 ndmin=2,
+                usecols=self._order,
             )
         except (
             TypeError,
@@ -84,7 +108,15 @@ class CsvFormat(_LineFormat):
             (cells,) = csv.reader([self._decoded(item)])
         except csv.Error as exc:
             raise RowError(f"not a CSV row: {exc}") from None
-        return [parse_number(cell, column) for column, cell in enumerate(cells, 1)]
+        if self._order is None:
+            return [parse_number(cell, column) for column, cell in enumerate(cells, 1)]
+        if len(cells) != self._columns:
+            raise RowError(f"row has {len(cells)} values; the header has {self._columns}")
+        return [parse_number(cells[i], i + 1) for i in self._order]
+
+    def input_column(self, feature: int) -> int:
+        """特徴量の番号（1 始まり）から入力の列番号（1 始まり）。"""
+        return feature if self._order is None else self._order[feature - 1] + 1
 
 
 def parse_number(cell: str, column: int) -> float:
@@ -128,7 +160,7 @@ class JsonLinesFormat(_LineFormat):
             raise RowError(f"not valid JSON: {exc}") from None
 
 
-class SeedJsonFormat:
+class SeedJsonFormat(_InOrder):
     """シードの JSON ボディ {"data": [[...], ...]}（または [[...], ...]）の 1 行（data の要素）。"""
 
     unit = "row"
@@ -161,16 +193,29 @@ def _is_number_list(item: Any) -> bool:
     return type(item) is list and all(_is_number(value) for value in item)
 
 
-class ArrayFormat:
-    """すでに数値の配列になった行（Parquet）。欠損値は NaN として検証で拒否される。"""
-
-    unit = "row"
-
-    def parse_all(self, items: Sequence[Any]) -> FloatArray | None:
-        return np.asarray(items, dtype=np.float64)
-
-    def parse_one(self, item: Any) -> Sequence[float]:
-        return item  # type: ignore[no-any-return]
-
-    def text(self, item: Any) -> str:
-        return orjson.dumps(np.asarray(item).tolist()).decode()
+def score_lines(model: BatchModel, fmt: RowFormat, items: Sequence[Any]) -> Scored:
+    """テキストの行のチャンクを推論する（一括で不正があれば 1 行ずつ調べて不正な行を除く）。"""
+    array = fmt.parse_all(items)
+    features = model.check(array) if array is not None else None
+    if features is not None:
+        return predicted(model, features)
+    valid: list[Sequence[float]] = []
+    kept: list[int] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(items):
+        try:
+            row = fmt.parse_one(item)
+        except RowError as exc:
+            problems.append(Problem(index, exc.column, exc.reason))
+            continue
+        try:
+            model.check_row(row)
+        except RowError as exc:
+            column = None if exc.column is None else fmt.input_column(exc.column)
+            problems.append(Problem(index, column, exc.reason))
+            continue
+        valid.append(row)
+        kept.append(index)
+    checked = model.check(valid) if valid else np.empty((0, model.width))
+    assert checked is not None  # どの行も 1 行ずつの検証を通った
+    return predicted(model, checked, problems, np.array(kept, dtype=np.intp))

@@ -1,12 +1,14 @@
 """入力を読む：形式の判定と行番号つきのチャンク（CSV・JSON Lines・シードの JSON ボディ・Parquet）。
 
-行の解釈は formats が受け持つ。
+テキストの行の解釈は formats、Parquet（Arrow の表）は tables が受け持つ。列は見出しが
+モデルの特徴量を名指すなら名前で対応させる（columns.match_columns）。
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,21 +16,24 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import ijson
-import numpy as np
 
 from model_in_image.batch.base import STDIO, BatchError, RowError, require_pyarrow
+from model_in_image.batch.columns import ColumnMatch, match_columns
 from model_in_image.batch.formats import (
     MAX_LINE_BYTES,
-    ArrayFormat,
     CsvFormat,
     JsonLinesFormat,
     RowFormat,
     SeedJsonFormat,
     parse_number,
+    score_lines,
 )
+from model_in_image.batch.model import BatchModel
+from model_in_image.batch.scored import Scored
+from model_in_image.batch.tables import row_text, score_table, table_columns
 
 # 形式の判定に先読みする最大バイト数（読み込みのバッファーも同じ大きさ）
 SNIFF_BYTES = 1 << 16
@@ -59,8 +64,8 @@ _SUFFIX_INPUT = {
 class Chunk:
     """入力の一区切り：行番号（1 始まり）と、形式ごとの生の行。"""
 
-    numbers: list[int]
-    items: Sequence[Any]  # 行のバイト列・JSON の値、または数値の配列（Parquet）
+    numbers: Sequence[int]
+    items: Any  # 行のバイト列・JSON の値のリスト、または pyarrow の Table（Parquet）
 
 
 class _Replay(io.RawIOBase):
@@ -90,21 +95,43 @@ class _Replay(io.RawIOBase):
 
 @dataclass(slots=True)
 class Source:
-    """開いた入力：チャンクの列、形式、進み具合（バイトまたは行）。"""
+    """開いた入力：チャンクの列とその推論・不正な行の文字列、進み具合（バイトまたは行）。"""
 
     chunks: Iterator[Chunk]
-    format: RowFormat
+    score: Callable[[Chunk], Scored]
+    text: Callable[[Chunk, int], str]
+    unit: str  # 不正な行の場所の呼び方（"line" または "row"）
     total: int | None
-    unit: str
+    progress_unit: str  # 進み具合の単位（"B" または "rows"）
     position: Callable[[], int]
+    schema: Any = None  # 入力の列の型（Parquet だけ：--keep-input の出力に残す）
 
 
-def open_source(path: str, fmt: InputFormat, chunk_rows: int, stack: ExitStack) -> Source:
-    """入力（ファイルまたは標準入力 -）を開き、形式を決めてチャンクの列にする。"""
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """入力の読み方：形式・チャンクの行数・列の対応・入力の列を残すか・Parquet の行グループ。"""
+
+    format: InputFormat = InputFormat.AUTO
+    chunk_rows: int = 10_000
+    columns: ColumnMatch = ColumnMatch.AUTO
+    keep_input: bool = False
+    row_groups: tuple[int, ...] | None = None  # Parquet の一部だけ（Dask のパーティション）
+
+
+def input_format(path: str, fmt: InputFormat) -> InputFormat:
+    """拡張子から決まる形式（auto のまま返れば内容で決める）。"""
     if fmt is InputFormat.AUTO and path != STDIO:
-        fmt = _SUFFIX_INPUT.get(Path(path).suffix.lower(), InputFormat.AUTO)
+        return _SUFFIX_INPUT.get(Path(path).suffix.lower(), InputFormat.AUTO)
+    return fmt
+
+
+def open_source(path: str, model: BatchModel, reading: Reading, stack: ExitStack) -> Source:
+    """入力（ファイルまたは標準入力 -）を開き、形式を決めてチャンクの列にする。"""
+    fmt = input_format(path, reading.format)
     if fmt is InputFormat.PARQUET:
-        return _parquet_source(path, chunk_rows)
+        return _parquet_source(path, model, reading)
+    if reading.keep_input:
+        raise BatchError("--keep-input needs Parquet input (text rows have no typed columns)")
     raw = sys.stdin.buffer if path == STDIO else stack.enter_context(_open_binary(path))
     head = _sniff(raw)
     if head.startswith(BOM):
@@ -115,17 +142,27 @@ def open_source(path: str, fmt: InputFormat, chunk_rows: int, stack: ExitStack) 
     stream = io.BufferedReader(replay, buffer_size=SNIFF_BYTES)
     total = None if path == STDIO else _size(path)
     if fmt is InputFormat.JSON:
-        chunks = _batched(_seed_rows(stream, head), chunk_rows)
+        rows = _seed_rows(stream, head)
         row_format: RowFormat = SeedJsonFormat()
+        header = None
     else:
-        lines = _numbered_lines(stream)
+        rows = _numbered_lines(stream)
+        header = None
         if fmt is InputFormat.CSV:
-            lines = _without_header(lines)
-            row_format = CsvFormat()
-        else:
-            row_format = JsonLinesFormat()
-        chunks = _batched(lines, chunk_rows)
-    return Source(chunks, row_format, total, "B", lambda: replay.consumed)
+            header, rows = _split_header(rows)
+        row_format = JsonLinesFormat()
+    order = match_columns(header, model.feature_names, reading.columns)
+    if fmt is InputFormat.CSV:
+        row_format = CsvFormat(order, len(header or ()))
+    return Source(
+        chunks=_batched(rows, reading.chunk_rows),
+        score=lambda chunk: score_lines(model, row_format, chunk.items),
+        text=lambda chunk, index: row_format.text(chunk.items[index]),
+        unit=row_format.unit,
+        total=total,
+        progress_unit="B",
+        position=lambda: replay.consumed,
+    )
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -181,23 +218,28 @@ def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
             yield number, line
 
 
-def _without_header(
+def _split_header(
     lines: Iterator[tuple[int, bytes | None]],
-) -> Iterator[tuple[int, bytes | None]]:
-    """最初の行のどのセルも数値でなければ見出し行として飛ばす。"""
-    for number, line in lines:
-        if line is None or not _is_header(line):
-            yield number, line
-        yield from lines
-        return
+) -> tuple[list[str] | None, Iterator[tuple[int, bytes | None]]]:
+    """最初の行のどのセルも数値でなければ見出し行：(列名, 残りの行)。無ければ (None, 全行)。"""
+    first = next(lines, None)
+    if first is None:
+        return None, lines
+    header = _header_cells(first[1]) if first[1] is not None else None
+    if header is not None:
+        return header, lines
+    return None, itertools.chain([first], lines)
 
 
-def _is_header(line: bytes) -> bool:
+def _header_cells(line: bytes) -> list[str] | None:
+    """見出し行なら列名（前後の空白を除く）、そうでなければ None。"""
     try:
         (cells,) = csv.reader([line.decode("utf-8")])
     except (UnicodeDecodeError, ValueError):
-        return False
-    return not any(_parses(cell) for cell in cells)
+        return None
+    if any(_parses(cell) for cell in cells):
+        return None
+    return [cell.strip() for cell in cells]
 
 
 def _parses(cell: str) -> bool:
@@ -233,8 +275,8 @@ def _batched(items: Iterable[tuple[int, Any]], size: int) -> Iterator[Chunk]:
         yield Chunk(numbers, rows)
 
 
-def _parquet_source(path: str, chunk_rows: int) -> Source:
-    """Parquet（pyarrow が要る：`parquet` extra）。列はすべて数値で、列の順に特徴量とする。"""
+def _parquet_source(path: str, model: BatchModel, reading: Reading) -> Source:
+    """Parquet（pyarrow が要る：`parquet` extra）。特徴量の列は数値で、見出しの名前で対応させる。"""
     if path == STDIO:
         raise BatchError("Parquet input must be a file, not standard input")
     pq, pa = require_pyarrow()
@@ -242,18 +284,30 @@ def _parquet_source(path: str, chunk_rows: int) -> Source:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise BatchError(f"cannot read Parquet input {path}: {exc}") from None
-    for field in parquet.schema_arrow:
-        if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
-            raise BatchError(f"Parquet column {field.name!r} is not numeric ({field.type})")
+    columns = table_columns(parquet.schema_arrow, model, reading.columns)
+    groups = reading.row_groups
+    metadata = parquet.metadata
+    if groups is None:
+        first, total = 0, metadata.num_rows
+    else:
+        first = sum(metadata.row_group(i).num_rows for i in range(groups[0]))
+        total = sum(metadata.row_group(i).num_rows for i in groups)
     done = [0]
 
     def chunks() -> Iterator[Chunk]:
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
-            start = done[0]
-            array = np.column_stack(
-                [column.to_numpy(zero_copy_only=False) for column in batch.columns]
-            ).astype(np.float64)
-            done[0] += len(array)
-            yield Chunk(list(range(start + 1, done[0] + 1)), cast("Sequence[Any]", array))
+        batches = parquet.iter_batches(batch_size=reading.chunk_rows, row_groups=groups)
+        for batch in batches:
+            start = first + done[0]
+            done[0] += batch.num_rows
+            table = pa.Table.from_batches([batch])
+            yield Chunk(range(start + 1, start + batch.num_rows + 1), table)
 
-    return Source(chunks(), ArrayFormat(), parquet.metadata.num_rows, "rows", lambda: done[0])
+    def score(chunk: Chunk) -> Scored:
+        return score_table(model, chunk.items, columns, keep_input=reading.keep_input)
+
+    def text(chunk: Chunk, index: int) -> str:
+        return row_text(chunk.items, columns, index)
+
+    return Source(
+        chunks(), score, text, "row", total, "rows", lambda: done[0], parquet.schema_arrow
+    )

@@ -1,49 +1,57 @@
-"""チャンクを検証・推論して書く（HTTP と同じ DataPlane の検証と推論、上限はチャンクの行数）。"""
+"""入力を最後まで推論して書く（不正な行は止めるか、エラーファイルに記録して飛ばす）。
+
+チャンクの検証と推論は formats.score_lines（テキスト）と tables.score_table（Parquet）が
+同じ BatchModel で行う。1 ファイルでも、Dask のパーティションでも、この run_batch を通る。
+"""
 
 from __future__ import annotations
 
-import re
-import sys
 import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import IO, Any
 
-import numpy as np
 import orjson
-from tqdm import tqdm
 
-from model_in_image.batch.base import STDIO, BatchError, RowError
-from model_in_image.batch.formats import RowFormat
-from model_in_image.batch.readers import Chunk, InputFormat, Source, open_source
+from model_in_image.batch.base import STDIO, BatchError
+from model_in_image.batch.columns import ColumnMatch
+from model_in_image.batch.model import BatchModel
+from model_in_image.batch.progress import DEFAULT_INTERVAL_SECONDS, ProgressMode, open_progress
+from model_in_image.batch.readers import Chunk, InputFormat, Reading, Source, open_source
+from model_in_image.batch.scored import Problem
+from model_in_image.batch.tables import DEFAULT_CHUNK_ROWS
 from model_in_image.batch.writers import OutputFormat, OutputTarget, Writer
-from model_in_image.dataplane import DataPlane, load_dataplane
-from model_in_image.errors import InvalidInputError
-from model_in_image.runtime import FloatArray
-from model_in_image.settings import Settings
 
-Rows = Sequence[Sequence[float]]
-DEFAULT_CHUNK_ROWS = 10_000
 MAX_CHUNK_ROWS = 1_000_000
 
 
 class ErrorLog:
-    """--skip-invalid の不正な行の記録（JSON Lines：場所・理由・元の行）。"""
+    """--skip-invalid の不正な行の記録（JSON Lines：場所・理由・元の行）。最初の 1 行で開く。"""
 
-    def __init__(self, out: IO[bytes], path: str) -> None:
-        self._out = out
+    def __init__(self, path: str, stack: ExitStack, where: dict[str, Any] | None = None) -> None:
         self.path = path
         self.count = 0
+        self._stack = stack
+        self._where = where or {}
+        self._out: IO[bytes] | None = None
 
     def record(self, unit: str, number: int, column: int | None, reason: str, text: str) -> None:
         """1 行を記録する（column は分かるときだけ）。"""
         self.count += 1
-        entry: dict[str, Any] = {unit: number}
+        entry: dict[str, Any] = self._where | {unit: number}
         if column is not None:
             entry["column"] = column
         entry |= {"error": reason, "input": text}
-        self._out.write(orjson.dumps(entry) + b"\n")
+        self._file().write(orjson.dumps(entry) + b"\n")
+
+    def _file(self) -> IO[bytes]:
+        if self._out is None:
+            try:
+                self._out = self._stack.enter_context(open(self.path, "wb"))  # noqa: SIM115
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise BatchError(f"cannot write error file {self.path}: {reason}") from None
+        return self._out
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,160 +69,109 @@ class BatchResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-class BatchScorer:
-    """チャンクを検証・推論して書き手に渡す（不正な行は止めるか、記録して飛ばす）。"""
-
-    def __init__(self, dataplane: DataPlane, writer: Writer, errors: ErrorLog | None) -> None:
-        self._dataplane = dataplane
-        self._writer = writer
-        self._errors = errors
-        self.rows = 0
-
-    def score(self, chunk: Chunk, fmt: RowFormat) -> None:
-        """1 チャンクを推論して書く（一括で不正があれば 1 行ずつ調べる）。"""
-        array = fmt.parse_all(chunk.items)
-        features: FloatArray | None = None
-        if array is not None:
-            try:
-                # validate_rows は numpy の配列をそのまま受け付ける（型の注釈は行のリスト）
-                features = self._dataplane.validate(cast("Rows", array), loc=())
-            except InvalidInputError:
-                features = None
-        if features is None:
-            features = self._row_by_row(chunk, fmt)
-        self._emit(features)
-
-    def _emit(self, features: FloatArray) -> None:
-        if len(features) == 0:
-            return
-        probabilities = self._dataplane.predict(features)
-        self._writer.write(self._dataplane.labels_of(probabilities), probabilities)
-        self.rows += len(features)
-
-    def _row_by_row(self, chunk: Chunk, fmt: RowFormat) -> FloatArray:
-        valid: list[Sequence[float]] = []
-        for number, item in zip(chunk.numbers, chunk.items, strict=True):
-            try:
-                row = fmt.parse_one(item)
-                self._dataplane.validate([row], loc=())
-            except RowError as exc:
-                self._reject(fmt, number, item, exc.column, exc.reason, valid)
-            except InvalidInputError as exc:
-                self._reject(fmt, number, item, *_validation_reason(exc), valid)
-            else:
-                valid.append(row)
-        if not valid:
-            return np.empty((0, self._dataplane.input_width))
-        return self._dataplane.validate(valid, loc=())
-
-    def _reject(
-        self,
-        fmt: RowFormat,
-        number: int,
-        item: Any,
-        column: int | None,
-        reason: str,
-        valid: list[Sequence[float]],
-    ) -> None:
-        """不正な行：--skip-invalid なら記録して続け、そうでなければ手前の行を書いてから止める。"""
-        if self._errors is not None:
-            self._errors.record(fmt.unit, number, column, reason, fmt.text(item))
-            return
-        if valid:
-            self._emit(self._dataplane.validate(valid, loc=()))
-        where = f"{fmt.unit} {number}" + (f", column {column}" if column is not None else "")
-        raise BatchError(f"{where}: {reason}")
-
-
-ROW_INDEX = re.compile(r"^row \d+ ")
-
-
-def _validation_reason(exc: InvalidInputError) -> tuple[int | None, str]:
-    """1 行だけを検証したときのエラーから（列番号 1 始まり, 理由）を取り出す。"""
-    error = exc.errors[0]
-    loc = error["loc"]
-    column = loc[1] + 1 if len(loc) == 2 else None
-    return column, ROW_INDEX.sub("row ", error["msg"])
-
-
 @dataclass(frozen=True, slots=True)
 class BatchOptions:
-    """predict の指定（入出力・形式・チャンクの行数・不正な行の扱い・表示）。"""
+    """predict の指定（入出力・形式・チャンクの行数・列の対応・不正な行の扱い・表示）。"""
 
     input: str = STDIO
     output: str = STDIO
     input_format: InputFormat = InputFormat.AUTO
     output_format: OutputFormat = OutputFormat.AUTO
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    columns: ColumnMatch = ColumnMatch.AUTO
+    keep_input: bool = False
     skip_invalid: bool = False
     errors: str | None = None
-    progress: bool = False
+    progress: ProgressMode = ProgressMode.OFF
+    progress_interval: float = DEFAULT_INTERVAL_SECONDS
+    row_groups: tuple[int, ...] | None = None  # Parquet の一部だけ（Dask のパーティション）
+    # エラーファイルの各行に足す場所（Dask：入力のファイル名）
+    where: tuple[tuple[str, str], ...] = ()
 
-
-def load_batch_dataplane(settings: Settings, chunk_rows: int) -> DataPlane:
-    """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_BATCH_ROWS でなくチャンクの行数）。"""
-    return load_dataplane(settings.model_copy(update={"max_batch_rows": chunk_rows}))
-
-
-def run_batch(dataplane: DataPlane, options: BatchOptions) -> BatchResult:
-    """入力を最後まで推論して出力に書く。ファイルへの出力は成功したときだけ現れる。"""
-    if not 1 <= options.chunk_rows <= dataplane.limits.max_rows:
-        raise BatchError(
-            f"chunk size must be between 1 and {dataplane.limits.max_rows}: {options.chunk_rows}"
+    @property
+    def reading(self) -> Reading:
+        """入力の読み方。"""
+        return Reading(
+            self.input_format, self.chunk_rows, self.columns, self.keep_input, self.row_groups
         )
+
+    @property
+    def errors_path(self) -> str:
+        """--skip-invalid のエラーファイル（既定は出力の隣、標準出力なら今のフォルダー）。"""
+        if self.errors:
+            return self.errors
+        return f"{self.output}.errors.jsonl" if self.output != STDIO else "predict-errors.jsonl"
+
+
+class _Sink:
+    """推論した行を書き手へ、不正な行をエラーファイルへ（無ければ手前の行を書いてから止める）。"""
+
+    def __init__(self, source: Source, writer: Writer, errors: ErrorLog | None) -> None:
+        self._source = source
+        self._writer = writer
+        self._errors = errors
+        self.rows = 0
+
+    def take(self, chunk: Chunk) -> None:
+        scored = self._source.score(chunk)
+        if scored.problems and self._errors is None:
+            first = scored.problems[0]
+            self._write(scored.before(first.index))
+            raise BatchError(self._where(chunk, first))
+        for problem in scored.problems:
+            assert self._errors is not None
+            number = chunk.numbers[problem.index]
+            text = self._source.text(chunk, problem.index)
+            self._errors.record(self._source.unit, number, problem.column, problem.reason, text)
+        self._write(scored)
+
+    def _write(self, scored: Any) -> None:
+        self._writer.write(scored)
+        self.rows += len(scored)
+
+    def _where(self, chunk: Chunk, problem: Problem) -> str:
+        where = f"{self._source.unit} {chunk.numbers[problem.index]}"
+        if problem.column is not None:
+            where += f", column {problem.column}"
+        return f"{where}: {problem.reason}"
+
+
+def run_batch(model: BatchModel, options: BatchOptions) -> BatchResult:
+    """入力を最後まで推論して出力に書く。ファイルへの出力は成功したときだけ現れる。"""
+    if not 1 <= options.chunk_rows <= model.max_rows:
+        raise BatchError(f"chunk size must be between 1 and {model.max_rows}: {options.chunk_rows}")
     started = time.perf_counter()
     output = OutputTarget(options.output)
+    errors: ErrorLog | None = None
     try:
         with ExitStack() as stack:  # 入力・書き手・エラーファイルを成功でも失敗でも閉じる
-            source = open_source(options.input, options.input_format, options.chunk_rows, stack)
-            writer = output.writer(options.output_format, dataplane)
+            source = open_source(options.input, model, options.reading, stack)
+            schema = source.schema if options.keep_input else None
+            writer = output.writer(options.output_format, model, schema)
             stack.callback(writer.close)
-            errors = _error_log(options, stack) if options.skip_invalid else None
-            scorer = BatchScorer(dataplane, writer, errors)
+            if options.skip_invalid:
+                errors = ErrorLog(options.errors_path, stack, dict(options.where))
+            sink = _Sink(source, writer, errors)
             read = 0
-            with _progress(source, enabled=options.progress) as bar:
-                for chunk in source.chunks:
-                    scorer.score(chunk, source.format)
-                    read += len(chunk.numbers)
-                    bar.update(source.position() - bar.n)
-                    bar.set_postfix_str(f"{scorer.rows:,} rows", refresh=False)
-            if read == 0:
+            progress = open_progress(
+                options.progress,
+                source.total,
+                source.progress_unit,
+                interval=options.progress_interval,
+            )
+            stack.callback(progress.close)
+            for chunk in source.chunks:
+                sink.take(chunk)
+                read += len(chunk.numbers)
+                progress.update(source.position(), sink.rows)
+            if read == 0 and options.row_groups is None:
                 raise BatchError(f"no rows in input {options.input}")
         output.commit()
     finally:
         output.discard()
     return BatchResult(
-        rows=scorer.rows,
+        rows=sink.rows,
         invalid=errors.count if errors is not None else 0,
         seconds=time.perf_counter() - started,
-        errors_path=errors.path if errors is not None else None,
-    )
-
-
-def _error_log(options: BatchOptions, stack: ExitStack) -> ErrorLog:
-    """--skip-invalid のエラーファイル（既定は出力の隣、標準出力なら今のフォルダー）。"""
-    path = options.errors or (
-        f"{options.output}.errors.jsonl" if options.output != STDIO else "predict-errors.jsonl"
-    )
-    try:
-        handle = stack.enter_context(open(path, "wb"))  # noqa: SIM115 -- stack が閉じる
-    except OSError as exc:
-        raise BatchError(f"cannot write error file {path}: {exc.strerror or exc}") from None
-    return ErrorLog(handle, path)
-
-
-def _progress(source: Source, *, enabled: bool) -> tqdm[Any]:
-    """標準エラーが端末のときだけ表示する進み具合（ファイルならバイト、Parquet なら行）。"""
-    if source.unit == "B":
-        return tqdm(
-            total=source.total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            disable=not enabled,
-            file=sys.stderr,
-            desc="predict",
-        )
-    return tqdm(
-        total=source.total, unit="rows", disable=not enabled, file=sys.stderr, desc="predict"
+        errors_path=errors.path if errors is not None and errors.count else None,
     )

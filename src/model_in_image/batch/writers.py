@@ -1,6 +1,7 @@
 """結果を書く：ラベルとクラスごとの確率（proba_<名前>）を入力の順に CSV・JSON Lines・Parquet へ。
 
-ファイルへの出力は同じフォルダーの一時ファイルに書き、最後まで成功したときだけ置き換える。
+ファイルへの出力は同じフォルダーの一時ファイルに書き、最後まで成功したときだけ置き換える
+（ファイルの許可は umask に従う）。
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import numpy as np
 import orjson
 
 from model_in_image.batch.base import STDIO, BatchError, require_pyarrow
-from model_in_image.dataplane import DataPlane
+from model_in_image.batch.model import BatchModel
+from model_in_image.batch.scored import Scored
+from model_in_image.batch.tables import output_schema, prediction_names, prediction_table
 from model_in_image.runtime import FloatArray
-
-PROBA_PREFIX = "proba_"
 
 
 class OutputFormat(StrEnum):
@@ -45,16 +46,11 @@ _SUFFIX_OUTPUT = {
 class Writer(Protocol):
     """推論結果の書き手（ラベルとクラスごとの確率の列、入力の順）。"""
 
-    def write(self, labels: list[str], probabilities: FloatArray) -> None:
+    def write(self, scored: Scored) -> None:
         """1 チャンク分を書く。"""
 
     def close(self) -> None:
         """書き終える。"""
-
-
-def column_names(classes: Sequence[str]) -> list[str]:
-    """出力の列名：label と、クラスごとの proba_<ラベル名>。"""
-    return ["label", *(PROBA_PREFIX + name for name in classes)]
 
 
 def _value_rows(probabilities: FloatArray) -> list[bytes]:
@@ -69,13 +65,17 @@ class CsvWriter:
     def __init__(self, out: BinaryIO, classes: Sequence[str]) -> None:
         self._out = out
         self._labels = {name: _csv_line([name]).rstrip(b"\n") for name in classes}
-        out.write(_csv_line(column_names(classes)))
+        out.write(_csv_line(prediction_names(classes)))
 
-    def write(self, labels: list[str], probabilities: FloatArray) -> None:
+    def write(self, scored: Scored) -> None:
+        if not len(scored):
+            return
         encoded = self._labels
-        rows = _value_rows(probabilities)
+        rows = _value_rows(scored.probabilities)
         self._out.write(
-            b"".join([b"%s,%s\n" % (encoded[n], r) for n, r in zip(labels, rows, strict=True)])
+            b"".join(
+                [b"%s,%s\n" % (encoded[n], r) for n, r in zip(scored.labels, rows, strict=True)]
+            )
         )
 
     def close(self) -> None:
@@ -94,38 +94,32 @@ class JsonLinesWriter:
     def __init__(self, out: BinaryIO, classes: Sequence[str]) -> None:
         self._out = out
         self._labels = {name: orjson.dumps(name).replace(b"%", b"%%") for name in classes}
-        keys = [orjson.dumps(name).replace(b"%", b"%%") for name in column_names(classes)]
+        keys = [orjson.dumps(name).replace(b"%", b"%%") for name in prediction_names(classes)]
         self._template = b"{" + b",".join(key + b":%s" for key in keys) + b"}\n"
 
-    def write(self, labels: list[str], probabilities: FloatArray) -> None:
+    def write(self, scored: Scored) -> None:
+        if not len(scored):
+            return
         template, encoded = self._template, self._labels
-        rows = _value_rows(probabilities)
-        self._out.write(
-            b"".join(
-                [template % (encoded[n], *r.split(b",")) for n, r in zip(labels, rows, strict=True)]
-            )
-        )
+        rows = _value_rows(scored.probabilities)
+        pairs = zip(scored.labels, rows, strict=True)
+        self._out.write(b"".join([template % (encoded[n], *r.split(b",")) for n, r in pairs]))
 
     def close(self) -> None:
         self._out.flush()
 
 
 class ParquetWriter:
-    """Parquet（pyarrow が要る）。確率の列はモデルの出力と同じ数値型。"""
+    """Parquet（pyarrow が要る）。確率はモデルの出力の数値型、入力の列を残すならその後ろ。"""
 
-    def __init__(self, path: Path, classes: Sequence[str], dtype: np.dtype[Any]) -> None:
-        pq, pa = require_pyarrow()
-        self._pa = pa
-        self._names = column_names(classes)
-        value_type = pa.from_numpy_dtype(dtype)
-        schema = pa.schema(
-            [(self._names[0], pa.string())] + [(n, value_type) for n in self._names[1:]]
-        )
-        self._writer = pq.ParquetWriter(path, schema)
+    def __init__(self, path: Path, model: BatchModel, input_schema: Any = None) -> None:
+        pq, _ = require_pyarrow()
+        self._model = model
+        self._writer = pq.ParquetWriter(path, output_schema(model, input_schema))
 
-    def write(self, labels: list[str], probabilities: FloatArray) -> None:
-        columns = [self._pa.array(labels, self._pa.string()), *probabilities.T]
-        self._writer.write_table(self._pa.table(columns, schema=self._writer.schema))
+    def write(self, scored: Scored) -> None:
+        table = prediction_table(scored, self._model)
+        self._writer.write_table(table.cast(self._writer.schema))
 
     def close(self) -> None:
         self._writer.close()
@@ -139,16 +133,18 @@ class OutputTarget:
         self._temp: Path | None = None
         self._handle: IO[bytes] | None = None
 
-    def writer(self, fmt: OutputFormat, dataplane: DataPlane) -> Writer:
-        """形式（auto なら拡張子から）に合った書き手を作る。"""
+    def writer(self, fmt: OutputFormat, model: BatchModel, input_schema: Any = None) -> Writer:
+        """形式（auto なら拡張子から）に合った書き手を作る（入力の列は Parquet にだけ残せる）。"""
         if fmt is OutputFormat.AUTO:
             suffix = "" if self.path == STDIO else Path(self.path).suffix.lower()
             fmt = _SUFFIX_OUTPUT.get(suffix, OutputFormat.CSV)
-        classes = dataplane.labels
+        classes = model.labels
         if fmt is OutputFormat.PARQUET:
             if self.path == STDIO:
                 raise BatchError("Parquet output must be a file (-o PATH), not standard output")
-            return ParquetWriter(self._temp_path(), classes, dataplane.sample_probabilities.dtype)
+            return ParquetWriter(self._temp_path(), model, input_schema)
+        if input_schema is not None:
+            raise BatchError("--keep-input needs Parquet output")
         out: BinaryIO = sys.stdout.buffer
         if self.path != STDIO:
             out = self._handle = self._open(self._temp_path())
@@ -171,7 +167,10 @@ class OutputTarget:
             )
         except OSError as exc:
             raise BatchError(f"cannot write output {self.path}: {exc.strerror or exc}") from None
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp は 0600 で作る：umask に従わせる
+        finally:
+            os.close(fd)
         self._temp = Path(name)
         return self._temp
 
@@ -189,3 +188,17 @@ class OutputTarget:
             self._handle.close()
         if self._temp is not None:
             self._temp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """このプロセスの umask（Linux は /proc から読む。ほかでは一度設定して戻す）。"""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
