@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -25,6 +25,7 @@ BINARY_DATA = "binary_data"
 BINARY_DATA_OUTPUT = "binary_data_output"
 # V2 の raw はリトルエンディアン：そのまま memoryview で読めるのはリトルエンディアンの機械だけ
 _NATIVE_LITTLE_ENDIAN = sys.byteorder == "little"
+_FORMAT: dict[str, Literal["f", "d"]] = {"f": "f", "d": "d"}  # numpy の型の文字 → memoryview の形式
 
 
 def features_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> FloatArray:
@@ -62,8 +63,9 @@ def _raw_rows(
             f"{list(tensor.shape)} of {tensor.datatype} needs {count * dtype.itemsize}"
         )
     if count > SMALL_INPUT_VALUES or not _NATIVE_LITTLE_ENDIAN:
-        return np.frombuffer(raw, dtype=dtype).reshape(rows, width)
-    flat = memoryview(raw).cast(dtype.char).tolist()
+        array: Any = np.frombuffer(raw, dtype=dtype).reshape(rows, width)  # validate は配列も受ける
+        return cast("Sequence[Sequence[float]]", array)
+    flat: Sequence[float] = memoryview(raw).cast(_FORMAT[dtype.char]).tolist()
     return [flat[i : i + width] for i in range(0, count, width)]
 
 

@@ -16,9 +16,6 @@ from model_in_image.codecs import v2_grpc as codec
 from model_in_image.state import ServerState
 
 SERVICE_NAME = "inference.GRPCInferenceService"
-import os
-_HACK = os.environ.get("HACK", "")
-_EMPTY = pb.ModelInferResponse(model_name="iris_svc", model_version="1")
 
 _LIVE = pb.ServerLiveResponse(live=True)
 _SERVER_METADATA = pb.ServerMetadataResponse(
@@ -74,25 +71,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         """推論（型付きの contents か raw_input_contents）。出力は probabilities と label。"""
-        if _HACK == "empty":
-            return _EMPTY
         dataplane = self.state.lookup(request.model_name, request.model_version or None)
-        if _HACK == "lookup":
-            return _EMPTY
         outputs = codec.requested_outputs(request)
-        if _HACK == "outputs":
-            return _EMPTY
-        if _HACK == "rawrows":
-            tensor = request.inputs[0]
-            codec._raw_rows(tensor, codec.v2.check_input(tensor.name, tensor.datatype, tensor.shape, 4), 4, request.raw_input_contents[0])
-            return _EMPTY
-        features = codec.features_of(dataplane, request)
-        if _HACK == "features":
-            return _EMPTY
-        if _HACK == "ort":
-            dataplane.classifier._session.run(dataplane.classifier._outputs, {dataplane.classifier.signature.input_name: features})
-            return _EMPTY
-        probabilities = dataplane.predict(features)
-        if _HACK == "predict":
-            return _EMPTY
+        probabilities = dataplane.predict(codec.features_of(dataplane, request))
         return codec.encode_response(dataplane, request.id, outputs, probabilities)
