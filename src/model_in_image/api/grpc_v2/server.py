@@ -22,12 +22,12 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from model_in_image.api.grpc_v2.admission import Admission, core_calls_reader, server_ids
 from model_in_image.api.grpc_v2.service import SERVICE_NAME, InferenceService
 from model_in_image.codecs.v2 import error_message
 from model_in_image.errors import InvalidInputError, ModelServerError
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
-from model_in_image.transport.connection import count_in_flight, requests_in_flight
 
 logger = logging.getLogger(__name__)
 
@@ -126,31 +126,8 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        *__import__("json").loads(__import__("os").environ.get("GOPTS", "[]")),
     ]
-
-
-class Admission:
-    """受け入れ制御：処理待ちが MAX_IN_FLIGHT_REQUESTS 以上なら、新しい RPC をすぐ断る。
-
-    処理待ちの数は HTTP と共有する（transport.connection：同じワーカーの同じイベントループを
-    使うので、予算も 1 つ）。受け入れた RPC は、その RPC のタスクが終わるまで数える。
-    """
-
-    def __init__(self, limit: int, state: ServerState) -> None:
-        self.limit = limit
-        self.state = state
-        self.message = f"server is overloaded ({limit} requests in flight); retry later"
-
-    def admit(self) -> bool:
-        """受け入れるなら数え始めて True、断るなら断った数を足して False。"""
-        if requests_in_flight() >= self.limit:
-            if self.state.metrics is not None:
-                self.state.metrics.rejected_grpc += 1
-            return False
-        task = asyncio.current_task()  # grpc.aio は RPC ごとのタスクの中でメソッドを引く
-        if task is not None:
-            count_in_flight(task)
-        return True
 
 
 class Observer:
@@ -281,6 +258,7 @@ class GrpcServer:
         handlers = method_handlers(InferenceService(self.state), self._health)
         admission = Admission(self.settings.max_in_flight_requests, self.state)
         table = MethodTable(handlers, Observer(self.state), admission)
+        others = server_ids()
         server = grpc.aio.server(handlers=[table], options=server_options(self.settings))
         try:
             self.port = server.add_insecure_port(self.address)
@@ -290,6 +268,11 @@ class GrpcServer:
             ) from None
         await server.start()
         self._server = server
+        ours = server_ids() - others
+        if len(ours) == 1:  # C-core の中で待っている RPC も受け入れ制御に数える
+            admission.watch_core(core_calls_reader(ours.pop()))
+        else:
+            logger.warning("gRPC admission counts only the RPCs in Python (no channelz server)")
         for name in HEALTH_SERVICES:
             await self._health.set(name, SERVING)
         logger.info("gRPC (Open Inference Protocol) listening on %s", self.address)
