@@ -23,7 +23,9 @@ import numpy as np
 from model_in_image import __version__
 from model_in_image.dataplane import DataPlane, Limits, load_dataplane
 from model_in_image.errors import ModelLoadError, ModelServerError
+from model_in_image.heldout import heldout_accuracy
 from model_in_image.modelcard import ModelCard, reference_statistics
+from model_in_image.onnx_header import library_versions
 from model_in_image.runtime import OnnxClassifier
 from model_in_image.settings import Settings
 
@@ -89,11 +91,14 @@ def create_card(
     name: str | None = None,
     sample: list[list[float]] | None = None,
     reference: Path | None = None,
+    accuracy: tuple[Path, str] | None = None,
 ) -> ModelCard:
     """どこかで学習したモデルのカードを作る（サーバーが拒むモデルなら ModelLoadError）。
 
     サンプルは指定が無ければ参照データの先頭行、それも無ければ 0 の 1 行（どちらもモデルが
     受け付けることをウォームアップで確かめる）。参照データがあれば特徴量ごとの参照分布を付ける。
+    accuracy（検証データの CSV と正解の列）があれば heldout_accuracy を測る。library_versions は
+    モデルのファイルに記録された作り手・opset の版。
     """
     classifier = OnnxClassifier(model, labels)
     facts = ModelFacts.of(classifier, name or model.stem)
@@ -110,6 +115,7 @@ def create_card(
         limits=Limits(max_rows=MAX_SAMPLE_ROWS),
     )
     names = feature_names or [f"x{i}" for i in range(facts.input_width)]
+    measured = heldout_accuracy(classifier, *accuracy, feature_names) if accuracy else None
     return ModelCard(
         name=facts.name,
         model_file=facts.model_file,
@@ -119,7 +125,9 @@ def create_card(
         input_width=facts.input_width,
         classes=list(facts.classes),
         output_kind=facts.output_kind,
+        heldout_accuracy=measured,
         sample_input=sample,
+        library_versions=library_versions(model),
         feature_names=feature_names,
         reference=reference_statistics(data, names) if data is not None else None,
         validated_with={"model-in-image": __version__, "onnxruntime": version("onnxruntime")},
@@ -259,6 +267,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     card.add_argument("--reference", type=Path, help="参照データの CSV（特徴量ごとの参照分布）")
     card.add_argument("--name", help="モデル名（既定はモデルファイル名の stem）")
     card.add_argument(
+        "--accuracy-csv",
+        type=Path,
+        metavar="FILE",
+        help="ラベル付きの検証データの CSV（見出し行つき）。正解率を heldout_accuracy に書く",
+    )
+    card.add_argument(
+        "--target", metavar="COLUMN", help="--accuracy-csv の正解の列（ラベル名かクラス番号）"
+    )
+    card.add_argument(
         "--output",
         type=Path,
         help="書き出し先（既定はモデルと同じ場所の model_card.json、- は標準出力）",
@@ -290,7 +307,12 @@ def main(args: argparse.Namespace) -> int:
             return 0
         sample = parse_sample(args.sample) if args.sample is not None else None
         card = create_card(
-            args.model, args.labels, name=args.name, sample=sample, reference=args.reference
+            args.model,
+            args.labels,
+            name=args.name,
+            sample=sample,
+            reference=args.reference,
+            accuracy=_accuracy_args(args.accuracy_csv, args.target),
         )
         target = args.output or args.model.with_name("model_card.json")
         if str(target) == "-":
@@ -305,6 +327,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _accuracy_args(path: Path | None, target: str | None) -> tuple[Path, str] | None:
+    """--accuracy-csv と --target は揃って指定する。"""
+    if (path is None) != (target is None):
+        raise CardInputError("--accuracy-csv and --target go together")
+    return (path, target) if path is not None and target is not None else None
 
 
 def _expectations(pairs: Sequence[str]) -> dict[str, str]:
