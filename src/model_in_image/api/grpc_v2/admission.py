@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 # C-core の計数を読み直す間隔（秒）：古さはこれ以下
 SAMPLE_SECONDS = 0.005
+# これだけ RPC が来なければ C-core の待ち行列は空と見なす（秒）
+IDLE_SECONDS = 0.05
 
 
 def _channelz() -> Any:
@@ -70,6 +72,9 @@ class Admission:
         self.waiting = 0  # C-core の中で待っている RPC（最後に読んだとき）
         self._read_core: Callable[[], int] | None = None
         self._next_sample = 0.0
+        self._credit = 0.0  # 上限を超えている間に受け入れる割合の積算（_share）
+        self._last = 0.0  # 最後に RPC を引いた時刻
+        self._offset = 0  # C-core の計数の基準（数え残りの分：_sample）
 
     def watch_core(self, read: Callable[[], int]) -> None:
         """C-core の RPC の数を読む関数を与える（サーバーの起動後）。"""
@@ -77,9 +82,12 @@ class Admission:
 
     def admit(self) -> bool:
         """受け入れるなら数え始めて True、断るなら断った数を足して False。"""
-        if self._read_core is not None and perf_counter() >= self._next_sample:
-            self._sample()
-        if requests_in_flight() + self.waiting >= self.limit:
+        now = perf_counter()
+        idle, self._last = now - self._last >= IDLE_SECONDS, now
+        if self._read_core is not None and (idle or now >= self._next_sample):
+            self._sample(now, rebase=idle)
+        total = requests_in_flight() + self.waiting
+        if total >= self.limit and not self._share(total):
             if self.state.metrics is not None:
                 self.state.metrics.rejected_grpc += 1
             return False
@@ -90,16 +98,39 @@ class Admission:
             task.add_done_callback(self._done)
         return True
 
+    def _share(self, total: int) -> bool:
+        """上限を超えている間は、待っている数に対して上限の数の割合だけ受け入れる。
+
+        HTTP が 1 周回に読んだリクエストのうち上限の数だけを受け入れるのと同じ形：待ち行列を
+        一巡する間に約 limit 件を処理し、残りを断る。全部断ると、断った RPC にすぐ次の RPC が
+        続く洪水では何も処理できなくなる。処理中（Python の中）が上限以上なら受け入れない。
+        """
+        if requests_in_flight() >= self.limit:
+            return False
+        self._credit += self.limit / total
+        if self._credit < 1.0:
+            return False
+        self._credit -= 1.0
+        return True
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.active -= 1
 
-    def _sample(self) -> None:
+    def _sample(self, now: float, *, rebase: bool) -> None:
+        """C-core の RPC の数を読み直す。
+
+        channelz の計数は、C-core が自分の待ち行列の上限（既定で約 1000 件）を超えて断った RPC を
+        終わったと数えない。なので RPC が IDLE_SECONDS 来なかった後（待ち行列は空のはず：待ちが
+        あれば 1 周回のうちに取り出される）に読んだ値を基準（0 件）にし直す。
+        """
         assert self._read_core is not None
-        self._next_sample = perf_counter() + SAMPLE_SECONDS
+        self._next_sample = now + SAMPLE_SECONDS
         try:
-            core = self._read_core()
+            core = self._read_core() - self.active - 1  # 今引いている RPC 自身を除く
         except Exception:  # 読めなくなったら Python の中の数だけで判断する
             logger.exception("gRPC admission: cannot read the C-core call counts")
             self._read_core, self.waiting = None, 0
             return
-        self.waiting = max(0, core - self.active - 1)  # 今引いている RPC 自身を除く
+        if rebase:
+            self._offset = core
+        self.waiting = max(0, core - self._offset)
