@@ -270,24 +270,30 @@ def _decide(
     if forced is ModelKind.TENSOR:
         return Heads(ModelKind.TENSOR, first.name)
     if len(outputs) == 1 and first.is_float and first.rank in (1, 2):
-        array = values.get(first.name)
-        columns = (first.shape[1] if first.rank == 2 else 1) or 0
-        if array is not None:
-            columns = 1 if np.ndim(array) == 1 else int(np.shape(array)[1])
-        regressor = forced is ModelKind.REGRESSOR or graph.produced_by(first.name, REGRESSOR_OPS)
-        if columns >= 2 and not regressor:
-            if forced is None and array is not None and is_distribution(np.asarray(array, "f8")):
-                return Heads(ModelKind.PROBABILITIES, first.name, num_classes=columns)
-            return Heads(forced or ModelKind.LOGITS, first.name, num_classes=columns)
-        if forced is ModelKind.LOGITS:
-            return Heads(ModelKind.LOGITS, first.name, num_classes=columns)
-        return Heads(ModelKind.REGRESSOR, first.name)
+        return _float_heads(first, graph, values.get(first.name), forced)
     if forced is not None:
         raise ModelLoadError(
             f"MODEL_KIND={forced.value} needs exactly one float output [N] or [N, C]; "
             f"outputs: {_listing(signature)}"
         )
     return Heads(ModelKind.TENSOR, first.name)
+
+
+def _float_heads(
+    first: TensorSpec, graph: GraphInfo, array: Any, forced: ModelKind | None
+) -> Heads:
+    """実数の出力 1 つのモデル：確率・ロジット・回帰のどれか。"""
+    columns = (first.shape[1] if first.rank == 2 else 1) or 0
+    if array is not None:
+        columns = 1 if np.ndim(array) == 1 else int(np.shape(array)[1])
+    regressor = forced is ModelKind.REGRESSOR or graph.produced_by(first.name, REGRESSOR_OPS)
+    if columns >= 2 and not regressor:
+        if forced is None and array is not None and is_distribution(np.asarray(array, "f8")):
+            return Heads(ModelKind.PROBABILITIES, first.name, num_classes=columns)
+        return Heads(forced or ModelKind.LOGITS, first.name, num_classes=columns)
+    if forced is ModelKind.LOGITS:
+        return Heads(ModelKind.LOGITS, first.name, num_classes=columns)
+    return Heads(ModelKind.REGRESSOR, first.name)
 
 
 def _probability_like(spec: TensorSpec) -> bool:
