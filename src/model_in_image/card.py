@@ -1,7 +1,7 @@
 """持ち込みモデルのモデルカード（`model-in-image card`）と、イメージのビルド時の検査。
 
 カードを作るときも確かめるときも、サーバーの起動と同じ読み込みを通す（作るときは
-OnnxClassifier と DataPlane のウォームアップ、確かめるときは load_dataplane そのもの）。
+open_dataplane（load_dataplane と同じ読み込み）、確かめるときは load_dataplane そのもの）。
 サーバーが拒むモデルはカードを作れず、イメージのビルドも理由の 1 行で失敗する。
 """
 
@@ -21,10 +21,10 @@ import msgspec
 import numpy as np
 
 from model_in_image import __version__
-from model_in_image.dataplane import DataPlane, Limits, load_dataplane
+from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelLoadError, ModelServerError
+from model_in_image.loading import load_dataplane, open_dataplane
 from model_in_image.modelcard import ModelCard, reference_statistics
-from model_in_image.runtime import OnnxClassifier
 from model_in_image.settings import Settings
 
 # サンプルの行数の上限はサーバーの既定（MAX_BATCH_ROWS）と同じ
@@ -47,33 +47,42 @@ class ModelFacts:
     sha256: str
     input_name: str
     input_dtype: str
-    input_width: int
-    classes: tuple[str, ...]
+    input_width: int | None
+    classes: tuple[str, ...] | None
     output_kind: str
+    kind: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    postprocess: str
 
     @classmethod
-    def of(cls, classifier: OnnxClassifier, name: str) -> ModelFacts:
-        """読み込んだ分類器の値。"""
-        sig = classifier.signature
+    def of(cls, dataplane: DataPlane, name: str) -> ModelFacts:
+        """読み込んだモデルの値。"""
+        model = dataplane.model
+        first = model.signature.inputs[0]
         return cls(
-            model_file=classifier.model_path.name,
+            model_file=model.model_path.name,
             name=name,
-            sha256=classifier.sha256,
-            input_name=sig.input_name,
-            input_dtype=np.dtype(classifier.input_dtype).name,
-            input_width=sig.input_width,
-            classes=classifier.labels,
-            output_kind=sig.output_kind.value,
+            sha256=model.sha256,
+            input_name=first.name,
+            input_dtype=first.dtype.name if first.is_tensor and not first.is_string else "string",
+            input_width=dataplane.input_width,
+            classes=dataplane.classes,
+            output_kind="zipmap" if model.heads.zipmap else "tensor",
+            kind=model.kind.value,
+            inputs=[spec.describe() for spec in model.signature.inputs],
+            outputs=[spec.describe() for spec in model.signature.outputs],
+            postprocess=model.postprocess.value,
         )
 
     def build_args(self) -> dict[str, str]:
-        """docker build の引数（Dockerfile の ARG と同じ名前）。"""
+        """docker build の引数（Dockerfile の ARG と同じ名前。クラス・幅の無いモデルは空）。"""
         return {
             "MODEL_FILE": self.model_file,
             "MODEL_NAME": self.name,
             "MODEL_SHA256": self.sha256,
-            "MODEL_CLASSES": classes_json(self.classes),
-            "MODEL_INPUT_WIDTH": str(self.input_width),
+            "MODEL_CLASSES": classes_json(self.classes) if self.classes is not None else "",
+            "MODEL_INPUT_WIDTH": str(self.input_width) if self.input_width is not None else "",
         }
 
 
@@ -84,10 +93,10 @@ def classes_json(classes: Sequence[str]) -> str:
 
 def create_card(
     model: Path,
-    labels: Path,
+    labels: Path | None,
     *,
     name: str | None = None,
-    sample: list[list[float]] | None = None,
+    sample: list[Any] | None = None,
     reference: Path | None = None,
 ) -> ModelCard:
     """どこかで学習したモデルのカードを作る（サーバーが拒むモデルなら ModelLoadError）。
@@ -95,21 +104,22 @@ def create_card(
     サンプルは指定が無ければ参照データの先頭行、それも無ければ 0 の 1 行（どちらもモデルが
     受け付けることをウォームアップで確かめる）。参照データがあれば特徴量ごとの参照分布を付ける。
     """
-    classifier = OnnxClassifier(model, labels)
-    facts = ModelFacts.of(classifier, name or model.stem)
-    data, feature_names = (
-        read_reference(reference, facts.input_width) if reference else (None, None)
-    )
+    probe = open_dataplane(model, labels, name=name or model.stem)
+    facts = ModelFacts.of(probe, name or model.stem)
+    width = facts.input_width
+    if reference is not None and width is None:
+        raise CardInputError(
+            "--reference needs a model with one float input [N, width]; this model has "
+            + ", ".join(spec.text() for spec in probe.model.signature.inputs)
+        )
+    data, feature_names = read_reference(reference, width) if reference and width else (None, None)
     if sample is None:
-        sample = [data[0].tolist()] if data is not None else [[0.0] * facts.input_width]
+        sample = [data[0].tolist()] if data is not None else probe.sample
     # サーバーの起動と同じウォームアップ：サンプルを検証して推論する
-    DataPlane(
-        classifier=classifier,
-        model_name=facts.name,
-        sample=sample,
-        limits=Limits(max_rows=MAX_SAMPLE_ROWS),
+    dataplane = open_dataplane(
+        model, labels, name=facts.name, sample=sample, max_rows=MAX_SAMPLE_ROWS
     )
-    names = feature_names or [f"x{i}" for i in range(facts.input_width)]
+    names = feature_names or [f"x{i}" for i in range(width or 0)]
     return ModelCard(
         name=facts.name,
         model_file=facts.model_file,
@@ -117,9 +127,13 @@ def create_card(
         input_name=facts.input_name,
         input_dtype=facts.input_dtype,
         input_width=facts.input_width,
-        classes=list(facts.classes),
+        classes=list(facts.classes) if facts.classes is not None else None,
         output_kind=facts.output_kind,
-        sample_input=sample,
+        kind=facts.kind,
+        inputs=facts.inputs,
+        outputs=facts.outputs,
+        postprocess=facts.postprocess,
+        sample_input=dataplane.sample,
         feature_names=feature_names,
         reference=reference_statistics(data, names) if data is not None else None,
         validated_with={"model-in-image": __version__, "onnxruntime": version("onnxruntime")},
@@ -196,7 +210,7 @@ def check_model(
     card = dataplane.card
     if card is None:  # pragma: no cover - model_card_filepath を渡したので必ずある
         raise ModelLoadError(f"model card not found: {card_path}")
-    facts = ModelFacts.of(dataplane.classifier, card.name)
+    facts = ModelFacts.of(dataplane, card.name)
     _check_card(card, facts)
     _check_expected(expected, facts)
     return facts
@@ -205,7 +219,8 @@ def check_model(
 def _check_card(card: ModelCard, facts: ModelFacts) -> None:
     claims: dict[str, tuple[object, object]] = {
         "input_width": (card.input_width, facts.input_width),
-        "classes": (card.classes, list(facts.classes)),
+        "classes": (card.classes, list(facts.classes) if facts.classes is not None else None),
+        "kind": (card.kind, facts.kind),
         "input_name": (card.input_name, facts.input_name),
         "input_dtype": (card.input_dtype, facts.input_dtype),
         "output_kind": (card.output_kind, facts.output_kind),
@@ -319,8 +334,15 @@ def _expectations(pairs: Sequence[str]) -> dict[str, str]:
 
 def _describe(facts: ModelFacts | ModelCard) -> str:
     """1 行の要約（カードとモデルの値は同じ名前の属性）。"""
+    classes = f"{len(facts.classes)} classes" if facts.classes is not None else "no classes"
+    if facts.input_width is not None:
+        inputs = f"input {facts.input_name} [N, {facts.input_width}] {facts.input_dtype}"
+    else:
+        inputs = "inputs " + ", ".join(
+            f"{i['name']} {i['shape']} {i['element']}" for i in facts.inputs or ()
+        )
+    kind = facts.kind or "classifier"
     return (
-        f"{facts.name} ({facts.model_file}, sha256 {facts.sha256[:12]}..., "
-        f"input {facts.input_name} [N, {facts.input_width}] {facts.input_dtype}, "
-        f"{len(facts.classes)} classes, {facts.output_kind} output)"
+        f"{facts.name} ({facts.model_file}, sha256 {facts.sha256[:12]}..., {kind}, "
+        f"{inputs}, {classes}, {facts.output_kind} output)"
     )

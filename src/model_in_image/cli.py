@@ -27,8 +27,9 @@ from model_in_image.batch import (
     run_batch,
 )
 from model_in_image.codecs.seed import encode_metadata
-from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError
+from model_in_image.loading import load_dataplane
 from model_in_image.logconfig import logging_config
 from model_in_image.sbom import sbom_summary
 from model_in_image.settings import Settings
@@ -219,17 +220,17 @@ OFFLINE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _info(dataplane: DataPlane) -> int:
-    sig = dataplane.classifier.signature
+    model = dataplane.model
     info: dict[str, Any] = {
         "metadata": orjson.loads(encode_metadata(dataplane)),
         "signature": {
-            "input_name": sig.input_name,
-            "input_type": sig.input_type,
-            "input_width": sig.input_width,
-            "output_name": sig.output_name,
-            "output_type": sig.output_type,
-            "output_kind": sig.output_kind.value,
-            "num_classes": sig.num_classes,
+            "kind": model.kind.value,
+            "inputs": [spec.describe() for spec in model.signature.inputs],
+            "outputs": [spec.describe() for spec in model.signature.outputs],
+            "prediction_output": model.heads.primary,
+            "num_classes": model.num_classes,
+            "postprocess": model.postprocess.value,
+            "producer": f"{model.graph.producer_name} {model.graph.producer_version}".strip(),
         },
         "model_card": dataplane.card.model_dump() if dataplane.card else None,
         "sbom": sbom_summary(),

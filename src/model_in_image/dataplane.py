@@ -1,7 +1,7 @@
 """データプレーン：入力の検証と推論（プロトコルを知らない）。
 
-シード API・V2 REST・CLI はすべてここを通る（検証規則はこの一か所だけ）。
-ボディの解析と応答の直列化は codecs、HTTP は transport と api が受け持つ。
+シード API・V2 REST・gRPC・CLI はすべてここを通る（検証規則はこの一か所だけ）。
+どのモデルも同じ形で扱う：入出力はシグネチャ、種類とクラス名はモデル（model パッケージ）から。
 """
 
 from __future__ import annotations
@@ -10,27 +10,25 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike
 
-from model_in_image.errors import InvalidInputError, ModelLoadError
-from model_in_image.modelcard import ModelCard
-from model_in_image.runtime import (
-    FloatArray,
+from model_in_image.errors import InvalidInputError, ModelLoadError, NoClassesError
+from model_in_image.model.inputs import check_count, float_matrix, to_feeds
+from model_in_image.model.kinds import ModelKind, is_distribution
+from model_in_image.model.onnx_model import (
+    SMALL_BATCH_ROWS,
+    Array,
+    Feeds,
     NonFiniteOutputError,
-    OnnxClassifier,
-    check_distribution,
-    model_sha256,
+    OnnxModel,
 )
-from model_in_image.settings import Settings
+from model_in_image.modelcard import ModelCard
 
 logger = logging.getLogger(__name__)
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-RANGE_MESSAGE = "value must be a finite number within the float32 range"
-# これ以下の値の数なら範囲の検査を Python で行う（それより大きければ numpy がはるかに速い）
-SMALL_INPUT_VALUES = 64
+Listener = Callable[[Any, Array], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,176 +38,155 @@ class Limits:
     max_rows: int
 
 
-def validate_rows(
-    rows: Sequence[Sequence[float]],
-    *,
-    width: int,
-    limits: Limits,
-    loc: tuple[str | int, ...],
-    dtype: DTypeLike = np.float64,
-) -> FloatArray:
-    """2 次元の行列を検証して dtype の配列にする（空・幅違い・不揃い・範囲外を拒否）。"""
-    if len(rows) == 0:  # numpy の配列も受け付ける（配列の真偽値は曖昧）
-        raise InvalidInputError.single(loc, "data must contain at least one row", "too_short")
-    if len(rows) > limits.max_rows:
-        raise InvalidInputError.single(
-            loc, f"too many rows: {len(rows)} > limit {limits.max_rows}", "too_long"
-        )
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise InvalidInputError.single(
-                (*loc, i), f"row {i} has {len(row)} values; the model expects {width}"
-            )
-    if isinstance(rows, np.ndarray) or len(rows) * width > SMALL_INPUT_VALUES:
-        return check_range(np.array(rows, dtype=np.float64), loc=loc).astype(dtype, copy=False)
-    check_range_values(rows, loc=loc)
-    return np.array(rows, dtype=dtype)
-
-
-def check_range_values(rows: Sequence[Sequence[float]], *, loc: tuple[str | int, ...]) -> None:
-    """check_range と同じ規則を Python の値で確かめる（小さな入力用）。
-
-    numpy の ufunc を 1 回でも呼ぶと直後の ONNX Runtime の推論が 10 µs ほど遅くなるため、
-    小さな入力では numpy を使わない（docs/benchmarks.md）。NaN は比較が偽になり拒否される。
-    """
-    for i, row in enumerate(rows):
-        for j, value in enumerate(row):
-            if not -FLOAT32_MAX <= value <= FLOAT32_MAX:
-                raise InvalidInputError.single((*loc, i, j), RANGE_MESSAGE)
-
-
-def check_range(array: FloatArray, *, loc: tuple[str | int, ...]) -> FloatArray:
-    """有限かつ float32 の範囲内であることを確かめる。"""
-    magnitude = np.abs(array)
-    if not (magnitude <= FLOAT32_MAX).all():  # NaN もここで拒否される
-        flat = int(np.argmax(~(magnitude <= FLOAT32_MAX)))
-        row, col = divmod(flat, array.shape[1])
-        raise InvalidInputError.single((*loc, row, col), RANGE_MESSAGE)
-    return array
-
-
 @dataclass(slots=True)
 class DataPlane:
-    """読み込み済みの分類器 1 つと、その検証規則・サンプル推論。"""
+    """読み込み済みのモデル 1 つと、その検証規則・クラス名・サンプル推論。"""
 
-    classifier: OnnxClassifier
+    model: OnnxModel
     model_name: str
-    sample: list[list[float]]
+    sample: list[Any]
     limits: Limits
+    # 確率（またはロジット）の列の順のクラス名。分からなければ None
+    classes: tuple[str, ...] | None = None
     card: ModelCard | None = None
     # 推論 1 回ごとに (行数, 秒) を受け取る（メトリクス用、任意）
     observer: Callable[[int, float], None] | None = None
-    # 推論 1 回ごとに (入力, 確率) を受け取る（予測の監視・予測ログ・トレース。例外は握りつぶす）
-    listeners: tuple[Callable[[FloatArray, FloatArray], None], ...] = ()
-    sample_probabilities: FloatArray = field(init=False)
+    # 推論 1 回ごとに (入力, 値) を受け取る（予測の監視・予測ログ・トレース。例外は握りつぶす）
+    listeners: tuple[Listener, ...] = ()
+    sample_values: Array = field(init=False)
+    _width: int | None = field(init=False)
+    _label_array: Any = field(init=False)
 
     def __post_init__(self) -> None:
         """サンプルを検証して推論する（ウォームアップ）。"""
+        spec = self.model.signature.inputs[0]
+        single = len(self.model.signature.inputs) == 1
+        self._width = spec.width if single and spec.is_float else None
+        self._label_array = np.array(self.classes or (), dtype=object)
         try:
-            features = self.validate(self.sample, loc=("sample",))
+            feeds = self.validate(self.sample, loc=("sample",))
         except InvalidInputError as exc:
-            raise ModelLoadError(f"sample input does not fit the model: {exc.message}") from exc
+            raise ModelLoadError(
+                f"sample input does not fit the model: {exc.message} at {exc.errors[0]['loc']}"
+            ) from exc
         try:
-            self.sample_probabilities = self.predict(features)
+            self.sample_values = self.predict(feeds)
         except NonFiniteOutputError as exc:
             raise ModelLoadError(f"model output on the sample input: {exc.message}") from exc
-        check_distribution(self.sample_probabilities.astype(np.float64), "sample")
+        if self.model.gives_probabilities and not is_distribution(
+            self.sample_values.astype(np.float64)
+        ):
+            raise ModelLoadError(
+                "model output on the sample input is not a probability distribution "
+                f"(values in [0, 1], rows summing to 1): {self.sample_values.tolist()}"
+            )
 
     @property
-    def input_width(self) -> int:
-        """入力の特徴量数。"""
-        return self.classifier.signature.input_width
+    def kind(self) -> ModelKind:
+        """モデルの種類。"""
+        return self.model.kind
+
+    @property
+    def input_width(self) -> int | None:
+        """[N, 幅] の実数 1 入力のモデルなら幅（ほかは None）。"""
+        return self._width
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """クラス番号順のラベル名。"""
-        return self.classifier.labels
+        """列の順のクラス名（クラスの無いモデルは空）。"""
+        return self.classes or ()
+
+    @property
+    def sample_probabilities(self) -> Array:
+        """サンプルの推論結果（/predict/test の値。名前は互換のため）。"""
+        return self.sample_values
 
     def validate(
-        self, rows: Sequence[Sequence[float]], *, loc: tuple[str | int, ...]
-    ) -> FloatArray:
-        """行列を検証してモデルの数値型の配列にする。"""
-        return validate_rows(
-            rows,
-            width=self.input_width,
-            limits=self.limits,
-            loc=loc,
-            dtype=self.classifier.input_dtype,
-        )
+        self, rows: Sequence[Any], *, loc: tuple[str | int, ...], numeric: bool = False
+    ) -> Feeds:
+        """行を検証してモデルの入力にする。
 
-    def predict(self, features: FloatArray) -> FloatArray:
-        """検証済み配列を推論して確率 [N, C] を返す。"""
-        features = features.astype(self.classifier.input_dtype, copy=False)
+        numeric=True は「行はすべて数のリスト」と解析側が確かめ済みのとき（速い経路）。
+        """
+        check_count(rows, self.limits.max_rows, loc)
+        width = self._width
+        if width is not None and (numeric or isinstance(rows, np.ndarray) or _all_numeric(rows)):
+            spec = self.model.signature.inputs[0]
+            return {spec.name: float_matrix(rows, width, spec.dtype, loc)}
+        return to_feeds(rows, self.model.signature, loc)
+
+    def predict(self, feeds: Feeds) -> Array:
+        """検証済みの入力を推論して /predict の値を返す（確率・回帰の値・ロジットなど）。"""
         if self.observer is None and not self.listeners:
-            return self.classifier.predict_proba(features)
+            return self.model.predict(feeds)
         start = perf_counter()
-        probabilities = self.classifier.predict_proba(features)
+        values = self.model.predict(feeds)
+        self._observe(feeds, values, start)
+        return values
+
+    def infer(self, feeds: Feeds) -> dict[str, Array]:
+        """検証済みの入力を推論してすべての出力を返す（V2）。"""
+        start = perf_counter()
+        outputs = self.model.infer(feeds)
+        if self.observer is not None or self.listeners:
+            self._observe(feeds, outputs[self.model.heads.primary], start)
+        return outputs
+
+    def _observe(self, feeds: Feeds, values: Array, start: float) -> None:
         if self.observer is not None:
-            self.observer(len(features), perf_counter() - start)
+            self.observer(rows_of(feeds), perf_counter() - start)
+        if not self.listeners:
+            return
+        features = features_of(feeds)
         for listener in self.listeners:
             try:
-                listener(features, probabilities)
+                listener(features, values)
             except Exception:  # 観測の誤りで推論を失敗させない
                 logger.exception("prediction listener failed")
-        return probabilities
 
-    def labels_of(self, probabilities: FloatArray) -> list[str]:
-        """確率から最尤クラスのラベル名を返す。"""
-        return self.classifier.labels_of(probabilities)
+    def labels_of(self, values: Array) -> list[str]:
+        """確率（またはロジット）から最尤クラスの名前を返す（クラスの無いモデルは 400）。"""
+        classes = self.classes
+        if classes is None:
+            raise NoClassesError(self.no_classes_reason())
+        if len(values) <= SMALL_BATCH_ROWS:  # 小さな応答は numpy を通さない
+            return [classes[row.index(max(row))] for row in values.tolist()]
+        return self._label_array[values.argmax(axis=1)].tolist()  # type: ignore[no-any-return]
 
-
-def load_dataplane(settings: Settings) -> DataPlane:
-    """設定からモデルを読み込み、完全性を確かめ、ウォームアップ済みのデータプレーンを作る。
-
-    sha256 の照合はモデルを解析する前に行う（改ざんされたファイルを ONNX Runtime に渡さない）。
-    """
-    sha256 = model_sha256(settings.model_filepath)
-    if settings.model_sha256 and settings.model_sha256 != sha256:
-        raise ModelLoadError(
-            f"model integrity check failed: {settings.model_filepath} has sha256 "
-            f"{sha256}, expected {settings.model_sha256} (MODEL_SHA256)"
-        )
-    card = _read_card(settings, sha256)
-    classifier = OnnxClassifier(
-        settings.model_filepath,
-        settings.label_filepath,
-        intra_op_threads=settings.ort_intra_op_threads,
-        sha256=sha256,
-    )
-    sample = settings.sample_data or (card.sample_input if card else None)
-    if sample is None:
-        sample = [[0.0] * classifier.signature.input_width]
-        logger.warning("no sample input (SAMPLE_DATA or model card): using zeros for /metadata")
-    dataplane = DataPlane(
-        classifier=classifier,
-        model_name=settings.resolved_model_name,
-        sample=sample,
-        limits=Limits(max_rows=settings.max_batch_rows),
-        card=card,
-    )
-    logger.info(
-        "model loaded: name=%s file=%s sha256=%s width=%d classes=%d output=%s",
-        dataplane.model_name,
-        classifier.model_path,
-        classifier.sha256,
-        classifier.signature.input_width,
-        classifier.signature.num_classes,
-        classifier.signature.output_kind.value,
-    )
-    return dataplane
+    def no_classes_reason(self) -> str:
+        """クラス名が無い理由（誤りの文面）。"""
+        kind = self.kind
+        if kind in (ModelKind.PROBABILITIES, ModelKind.LOGITS):
+            return (
+                f"this model is a {kind.value} net without class names: start it with "
+                "--labels FILE (LABEL_FILEPATH) to get labels"
+            )
+        return f"this model is a {kind.value}: it has no class labels"
 
 
-def _read_card(settings: Settings, sha256: str) -> ModelCard | None:
-    """モデルカードを読み、モデルファイルの sha256 と一致するか確かめる。"""
-    path = settings.resolved_model_card_filepath
-    if not path.exists():
-        if settings.model_card_filepath is not None:
-            raise ModelLoadError(f"model card not found: {path}")
-        return None
-    card = ModelCard.read(path)
-    if card.sha256 != sha256:
-        raise ModelLoadError(
-            f"model integrity check failed: {settings.model_filepath} has sha256 "
-            f"{sha256}, but its model card {path} records {card.sha256}"
-        )
-    return card
+def rows_of(feeds: Feeds) -> int:
+    """入力の行数。"""
+    return len(next(iter(feeds.values())))
+
+
+def features_of(feeds: Feeds) -> Any:
+    """リスナーに渡す入力：1 入力ならその配列、複数なら行ごとの辞書の配列。"""
+    if len(feeds) == 1:
+        return next(iter(feeds.values()))
+    names = list(feeds)
+    columns = [feeds[name].tolist() for name in names]
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    array = np.empty(len(rows), dtype=object)
+    array[:] = rows
+    return array
+
+
+def _all_numeric(rows: Sequence[Any]) -> bool:
+    """行がすべて数のリストか（JSON の型付き解析の後なら常に真。そうでなければ詳しく確かめる）。"""
+    for row in rows:
+        if not isinstance(row, list | tuple):
+            return False
+        for value in row:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return False
+    return True

@@ -60,3 +60,9 @@ class OverloadedError(ModelServerError):
     """処理待ちが受け入れの上限に達した（503、Retry-After 付き）。"""
 
     status_code = 503
+
+
+class NoClassesError(ModelServerError):
+    """クラス名を持たないモデルにラベルを求めた（400。GET /label は 404）。"""
+
+    status_code = 400

@@ -104,11 +104,17 @@ class ModelCard(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     input_name: str | None = None
     input_dtype: str | None = None
-    input_width: int = Field(ge=1)
-    classes: list[str]
+    # 実数 1 入力 [N, 幅] のモデルだけが幅を持つ。クラスはクラス名を持つモデルだけ
+    input_width: int | None = Field(default=None, ge=1)
+    classes: list[str] | None = None
     output_kind: str | None = None
+    # モデルの種類（classifier・probabilities・logits・regressor・tensor）とすべての入出力
+    kind: str | None = None
+    inputs: list[dict[str, Any]] | None = None
+    outputs: list[dict[str, Any]] | None = None
+    postprocess: str | None = None
     heldout_accuracy: float | None = None
-    sample_input: list[list[float]] = Field(min_length=1)
+    sample_input: list[Any] = Field(min_length=1)
     library_versions: dict[str, str] = Field(default_factory=dict)
     feature_names: list[str] | None = None
     reference: ReferenceStatistics | None = None
@@ -116,9 +122,10 @@ class ModelCard(BaseModel):
     @model_validator(mode="after")
     def _widths_agree(self) -> ModelCard:
         """特徴量名と参照分布の数は入力幅と同じ。"""
-        if self.feature_names is not None and len(self.feature_names) != self.input_width:
+        width = self.input_width
+        if self.feature_names is not None and len(self.feature_names) != width:
             raise ValueError("feature_names must have input_width entries")
-        if self.reference is not None and len(self.reference.features) != self.input_width:
+        if self.reference is not None and len(self.reference.features) != width:
             raise ValueError("reference must describe input_width features")
         return self
 

@@ -13,8 +13,9 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from model_in_image.api.app import create_app
-from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError
+from model_in_image.loading import load_dataplane
 from model_in_image.logconfig import logging_config
 from model_in_image.metrics import mark_worker_dead
 from model_in_image.settings import Settings

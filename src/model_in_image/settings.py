@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model_in_image.model.kinds import ModelKind, Postprocess
+
 # 既定のモデル：パッケージに同梱した Iris（どのフォルダーからでも、wheel からでも使える）。
 # 元はリポジトリの models/（make train が両方を書き、テストが同一であることを確かめる）
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -46,7 +48,8 @@ class Settings(BaseSettings):
 
     # 仕様書 §6 の環境変数
     model_filepath: Path = DEFAULT_MODEL_DIR / "iris_svc.onnx"
-    label_filepath: Path = DEFAULT_MODEL_DIR / "label.json"
+    # 未指定なら既定のモデルには同梱のラベル、ほかのモデルにはグラフ自身のクラス名を使う
+    label_filepath: Path | None = None
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.TEXT
 
@@ -54,7 +57,10 @@ class Settings(BaseSettings):
     model_card_filepath: Path | None = None
     model_sha256: str | None = None
     model_name: str | None = None
-    sample_data: Annotated[list[list[float]] | None, NoDecode] = None
+    sample_data: Annotated[list[Any] | None, NoDecode] = None
+    # ロジットを確率にする後処理（none・softmax・sigmoid）と、種類の判定の上書き（空なら自動）
+    model_postprocess: Postprocess = Postprocess.NONE
+    model_kind: ModelKind | None = None
 
     # サーバー
     host: str = "127.0.0.1"
@@ -144,15 +150,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"SAMPLE_DATA is not valid JSON: {exc}") from exc
         return value
 
+    @field_validator("model_kind", mode="before")
+    @classmethod
+    def _empty_kind_is_auto(cls, value: Any) -> Any:
+        """空文字と auto は自動の判定。"""
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("model_postprocess", mode="before")
+    @classmethod
+    def _lower_postprocess(cls, value: Any) -> Any:
+        """大文字小文字を区別しない（空なら none）。"""
+        if isinstance(value, str):
+            return value.strip().lower() or "none"
+        return value
+
     @model_validator(mode="after")
     def _check_sample(self) -> Settings:
-        """サンプルは 1 行以上・全行同じ幅であること。"""
-        if self.sample_data is not None:
-            widths = {len(row) for row in self.sample_data}
-            if not self.sample_data or len(widths) != 1 or 0 in widths:
-                raise ValueError(
-                    "SAMPLE_DATA must be a non-empty 2-D list with rows of equal width"
-                )
+        """サンプルは 1 行以上のリスト（行の形はモデルを読み込んでから確かめる）。"""
+        if self.sample_data is not None and not self.sample_data:
+            raise ValueError("SAMPLE_DATA must be a non-empty list of rows")
         return self
 
     @model_validator(mode="after")
@@ -174,6 +192,15 @@ class Settings(BaseSettings):
         """OTLP の送り先が設定され、OTEL_SDK_DISABLED でないときだけトレースする。"""
         endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
         return endpoint is not None and not self.otel_sdk_disabled
+
+    @property
+    def resolved_label_filepath(self) -> Path | None:
+        """ラベルファイル（未指定で既定のモデルなら同梱のラベル、ほかは None）。"""
+        if self.label_filepath is not None:
+            return self.label_filepath
+        if self.model_filepath.resolve() == (DEFAULT_MODEL_DIR / "iris_svc.onnx").resolve():
+            return DEFAULT_MODEL_DIR / "label.json"
+        return None
 
     @property
     def resolved_model_card_filepath(self) -> Path:

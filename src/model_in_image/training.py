@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from model_in_image.card import ModelFacts
+from model_in_image.loading import open_dataplane
 from model_in_image.modelcard import ModelCard, reference_statistics
-from model_in_image.runtime import OnnxClassifier
 
 SEED = 42
 TEST_SIZE = 0.2
@@ -105,7 +105,7 @@ def train(output_dir: Path, seed: int = SEED) -> TrainResult:
     label_path = output_dir / LABEL_FILE
     label_path.write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
 
-    facts = ModelFacts.of(OnnxClassifier(model_path, label_path), "iris_svc")
+    facts = ModelFacts.of(open_dataplane(model_path, label_path, name="iris_svc"), "iris_svc")
     card = ModelCard(
         name=facts.name,
         model_file=MODEL_FILE,
@@ -115,6 +115,10 @@ def train(output_dir: Path, seed: int = SEED) -> TrainResult:
         input_width=features.shape[1],
         classes=list(labels.values()),
         output_kind=facts.output_kind,
+        kind=facts.kind,
+        inputs=facts.inputs,
+        outputs=facts.outputs,
+        postprocess=facts.postprocess,
         heldout_accuracy=round(accuracy, 6),
         sample_input=[features[0].astype(np.float64).round(6).tolist()],
         library_versions={p: version(p) for p in ("scikit-learn", "skl2onnx", "onnx", "numpy")},

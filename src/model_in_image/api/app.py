@@ -26,8 +26,9 @@ from model_in_image.api.openapi import register_routes
 from model_in_image.api.probes import Probes
 from model_in_image.api.seed.endpoints import SeedAPI
 from model_in_image.api.v2.endpoints import V2API
-from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError
+from model_in_image.loading import load_dataplane
 from model_in_image.metrics import Metrics
 from model_in_image.observability.service import Observability
 from model_in_image.settings import Settings
@@ -84,7 +85,7 @@ class ModelServerApp:
             self.attach_metrics(
                 Metrics(
                     model_name=dataplane.model_name,
-                    model_sha256=dataplane.classifier.sha256,
+                    model_sha256=dataplane.model.sha256,
                     version=__version__,
                 )
             )

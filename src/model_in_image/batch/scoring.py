@@ -18,9 +18,10 @@ from model_in_image.batch.base import STDIO, BatchError, RowError
 from model_in_image.batch.formats import RowFormat
 from model_in_image.batch.readers import Chunk, InputFormat, Source, open_source
 from model_in_image.batch.writers import OutputFormat, OutputTarget, Writer
-from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.dataplane import DataPlane, rows_of
 from model_in_image.errors import InvalidInputError
-from model_in_image.runtime import FloatArray
+from model_in_image.loading import load_dataplane
+from model_in_image.model.onnx_model import Feeds
 from model_in_image.settings import Settings
 
 Rows = Sequence[Sequence[float]]
@@ -73,7 +74,7 @@ class BatchScorer:
     def score(self, chunk: Chunk, fmt: RowFormat) -> None:
         """1 チャンクを推論して書く（一括で不正があれば 1 行ずつ調べる）。"""
         array = fmt.parse_all(chunk.items)
-        features: FloatArray | None = None
+        features: Feeds | None = None
         if array is not None:
             try:
                 # validate_rows は numpy の配列をそのまま受け付ける（型の注釈は行のリスト）
@@ -84,14 +85,15 @@ class BatchScorer:
             features = self._row_by_row(chunk, fmt)
         self._emit(features)
 
-    def _emit(self, features: FloatArray) -> None:
-        if len(features) == 0:
+    def _emit(self, features: Feeds) -> None:
+        rows = rows_of(features)
+        if rows == 0:
             return
         probabilities = self._dataplane.predict(features)
         self._writer.write(self._dataplane.labels_of(probabilities), probabilities)
-        self.rows += len(features)
+        self.rows += rows
 
-    def _row_by_row(self, chunk: Chunk, fmt: RowFormat) -> FloatArray:
+    def _row_by_row(self, chunk: Chunk, fmt: RowFormat) -> Feeds:
         valid: list[Sequence[float]] = []
         for number, item in zip(chunk.numbers, chunk.items, strict=True):
             try:
@@ -104,7 +106,8 @@ class BatchScorer:
             else:
                 valid.append(row)
         if not valid:
-            return np.empty((0, self._dataplane.input_width))
+            spec = self._dataplane.model.signature.inputs[0]
+            return {spec.name: np.empty((0, self._dataplane.input_width or 0), spec.dtype)}
         return self._dataplane.validate(valid, loc=())
 
     def _reject(
@@ -152,8 +155,18 @@ class BatchOptions:
 
 
 def load_batch_dataplane(settings: Settings, chunk_rows: int) -> DataPlane:
-    """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_BATCH_ROWS でなくチャンクの行数）。"""
-    return load_dataplane(settings.model_copy(update={"max_batch_rows": chunk_rows}))
+    """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_BATCH_ROWS でなくチャンクの行数）。
+
+    いまのバッチ推論は、クラス名を持ち実数 1 入力 [N, 幅] のモデルだけを扱う。
+    """
+    dataplane = load_dataplane(settings.model_copy(update={"max_batch_rows": chunk_rows}))
+    if dataplane.input_width is None or dataplane.classes is None:
+        raise BatchError(
+            "batch scoring needs a model with class names and one float input [N, width]; "
+            f"this model is a {dataplane.kind.value} ({dataplane.model.describe()}): "
+            "serve it over the REST or gRPC API instead"
+        )
+    return dataplane
 
 
 def run_batch(dataplane: DataPlane, options: BatchOptions) -> BatchResult:

@@ -1,4 +1,8 @@
-"""シード API のワイヤー形式：{"data": [[...]]} ⇄ 配列、{"prediction": ...} の直列化。"""
+"""シード API のワイヤー形式：{"data": [...]} ⇄ 行、{"prediction": ...} の直列化。
+
+実数 1 入力のモデルは行を数のリストとして型付きで解析する（速い経路）。ほかのモデルは
+任意の JSON の値として解析し、検証はデータプレーン（シグネチャの規則）に任せる。
+"""
 
 from __future__ import annotations
 
@@ -21,12 +25,19 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 class PredictBody(msgspec.Struct):
-    """POST /predict のボディ（{"data": [[...], ...]}）。"""
+    """POST /predict のボディ（実数 1 入力のモデル：{"data": [[...], ...]}）。"""
 
     data: list[list[float]]
 
 
+class AnyPredictBody(msgspec.Struct):
+    """POST /predict のボディ（ほかのモデル：行は任意の JSON の値）。"""
+
+    data: list[Any]
+
+
 _DECODER = msgspec.json.Decoder(PredictBody)
+_ANY_DECODER = msgspec.json.Decoder(AnyPredictBody)
 
 
 def _loc_from_msgspec(message: str) -> list[str | int]:
@@ -41,10 +52,15 @@ def _loc_from_msgspec(message: str) -> list[str | int]:
     return loc
 
 
-def decode_rows(body: bytes) -> list[list[float]]:
-    """JSON ボディを型検証しながら解析する（真偽値・文字列・null は 422、壊れた JSON は 400）。"""
+def decode_rows(body: bytes, *, numeric: bool = True) -> list[Any]:
+    """JSON ボディを解析する（numeric なら数の行列として型検証：真偽値・文字列・null は 422）。
+
+    壊れた JSON は 400。
+    """
     try:
-        return decode_json(_DECODER, body, prefix="Invalid JSON").data
+        if numeric:
+            return decode_json(_DECODER, body, prefix="Invalid JSON").data
+        return decode_json(_ANY_DECODER, body, prefix="Invalid JSON").data
     except msgspec.ValidationError as exc:
         message = str(exc)
         loc = _loc_from_msgspec(message)
@@ -59,11 +75,11 @@ def flat_if_single(items: list[T]) -> T | list[T]:
 
 
 def encode_probabilities(probabilities: FloatArray) -> bytes:
-    """{"prediction": [...]}（1 行ならシードと同じ平らな形）。"""
-    if len(probabilities) <= SMALL_BATCH_ROWS:  # 小さな応答は numpy を通さない
+    """{"prediction": [...]}（1 行ならシードと同じ平らな形）。確率以外の値も同じ形。"""
+    if len(probabilities) <= SMALL_BATCH_ROWS or probabilities.dtype.kind not in "fiub":
         rows = probabilities.tolist()  # float32 の値はそのまま float64 で表せる
         return orjson.dumps({"prediction": flat_if_single(rows)})
-    values = probabilities.astype(np.float64)
+    values = probabilities.astype(np.float64) if probabilities.dtype.kind == "f" else probabilities
     payload = values[0] if len(values) == 1 else values
     return b'{"prediction":' + orjson.dumps(payload, option=_NUMPY) + b"}"
 
@@ -86,21 +102,44 @@ def encode_error(exc: ModelServerError) -> bytes:
 
 
 def encode_metadata(dataplane: DataPlane) -> bytes:
-    """/metadata：シードの項目（型・形・サンプルとその推論結果）とモデルの情報。"""
+    """/metadata：シードの項目（型・形・サンプルとその推論結果）とモデルの情報。
+
+    種類（kind）・すべての入出力・後処理・クラス名を含む。
+    """
+    model = dataplane.model
     sample = dataplane.sample
-    probabilities = dataplane.sample_probabilities
+    values = dataplane.sample_values
+    inputs = model.signature.inputs
+    single = len(inputs) == 1
     metadata: dict[str, Any] = {
-        "data_type": np.dtype(dataplane.classifier.input_dtype).name,
-        "data_structure": f"({len(sample)},{dataplane.input_width})",
+        "data_type": inputs[0].dtype.name if single else "object",
+        "data_structure": _structure((len(sample), *_row_dims(inputs[0].row_shape)))
+        if single
+        else f"({len(sample)},{{{','.join(spec.name for spec in inputs)}}})",
         "data_sample": sample,
-        "prediction_type": str(probabilities.dtype),
-        "prediction_structure": f"({len(sample)},{probabilities.shape[1]})",
-        "prediction_sample": flat_if_single(probabilities.astype(np.float64).tolist()),
+        "prediction_type": str(values.dtype),
+        "prediction_structure": _structure(values.shape),
+        "prediction_sample": flat_if_single(values.tolist()),
         "model_name": dataplane.model_name,
-        "model_sha256": dataplane.classifier.sha256,
-        "model_file": dataplane.classifier.model_path.name,
-        "output_kind": dataplane.classifier.signature.output_kind.value,
+        "model_sha256": model.sha256,
+        "model_file": model.model_path.name,
+        "kind": model.kind.value,
+        "output_kind": "zipmap" if model.heads.zipmap else "tensor",
+        "postprocess": model.postprocess.value,
+        "inputs": [spec.describe() for spec in inputs],
+        "outputs": [spec.describe() for spec in model.signature.outputs],
+        "prediction_output": model.heads.primary,
+        "fixed_batch_size": model.fixed_batch,
         "labels": list(dataplane.labels),
         "heldout_accuracy": dataplane.card.heldout_accuracy if dataplane.card else None,
     }
     return orjson.dumps(metadata)
+
+
+def _row_dims(shape: tuple[int | None, ...]) -> tuple[int | str, ...]:
+    return tuple("N" if d is None else d for d in shape)
+
+
+def _structure(shape: tuple[Any, ...]) -> str:
+    """シードの形の表記（例: (1,4)）。"""
+    return "(" + ",".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"

@@ -18,15 +18,30 @@ import orjson
 from model_in_image.codecs.decode import decode_json
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import InvalidInputError, ModelServerError
-from model_in_image.runtime import FloatArray
+from model_in_image.model.inputs import check_count
+from model_in_image.model.inputs import tensor as to_tensor
+from model_in_image.model.onnx_model import Array, Feeds
+from model_in_image.model.signature import ELEMENT_TYPES, TensorSpec
 from model_in_image.state import MODEL_VERSION
 
 PROBABILITIES = "probabilities"
 LABEL = "label"
-OUTPUT_NAMES = (PROBABILITIES, LABEL)
 
-DATATYPE_TO_NUMPY: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-ONNX_TO_DATATYPE = {"tensor(float)": "FP32", "tensor(double)": "FP64"}
+# V2 のデータ型 → numpy の型（リトルエンディアン。BYTES は別扱い）
+DATATYPE_TO_NUMPY: dict[str, np.dtype[Any]] = {
+    datatype: dtype.newbyteorder("<")
+    for dtype, datatype in ELEMENT_TYPES.values()
+    if datatype != "BYTES"
+}
+NUMPY_TO_DATATYPE = {dtype.str: datatype for datatype, dtype in DATATYPE_TO_NUMPY.items()}
+# 入力の型に代えて受け付ける V2 の型（同じ種類の数。値の範囲はシグネチャの規則で確かめる）
+_COMPATIBLE = {
+    "f": {"FP32", "FP64", "FP16"},
+    "i": {"INT64", "INT32", "INT16", "INT8", "UINT8"},
+    "u": {"UINT8"},
+    "b": {"BOOL"},
+    "O": {"BYTES"},
+}
 
 # 形の次元とバイト数（大きな整数は文字列にできず 500 になるので、型の段階で 2^31 未満に限る）
 NonNegative = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
@@ -90,8 +105,7 @@ class WireRequest(msgspec.Struct, kw_only=True):
 
 
 _REQUEST = msgspec.json.Decoder(WireRequest)
-_FLAT = msgspec.json.Decoder(list[float])
-_NESTED = msgspec.json.Decoder(list[list[float]])
+_ANY = msgspec.json.Decoder(list[Any])
 
 
 def bad_request(message: str) -> ModelServerError:
@@ -126,7 +140,7 @@ def decode_request(json_part: bytes) -> WireRequest:
         raise bad_request(f"invalid inference request: {exc}") from None
 
 
-def requested_outputs(request: WireRequest) -> list[tuple[str, bool]]:
+def requested_outputs(request: WireRequest, names: Sequence[str]) -> list[tuple[str, bool]]:
     """返す出力の (名前, バイナリか)。outputs が無ければ全出力。"""
     default_binary = request.parameters.binary_data_output if request.parameters else False
     requested = None
@@ -134,110 +148,214 @@ def requested_outputs(request: WireRequest) -> list[tuple[str, bool]]:
         requested = [
             (o.name, o.parameters.binary_data if o.parameters else None) for o in request.outputs
         ]
-    return select_outputs(requested, default_binary)
+    return select_outputs(requested, default_binary, names)
 
 
 def select_outputs(
-    requested: Sequence[tuple[str, bool | None]] | None, default_binary: bool
+    requested: Sequence[tuple[str, bool | None]] | None,
+    default_binary: bool,
+    names: Sequence[str],
 ) -> list[tuple[str, bool]]:
     """要求された (名前, binary_data) から返す出力を決める（無ければ全出力、REST と gRPC 共通）。"""
     if not requested:
-        return [(name, default_binary) for name in OUTPUT_NAMES]
+        return [(name, default_binary) for name in names]
     selected: list[tuple[str, bool]] = []
     for name, flag in requested:
-        if name not in OUTPUT_NAMES:
-            raise bad_request(f"unknown output: {name!r} (the model has {', '.join(OUTPUT_NAMES)})")
+        if name not in names:
+            raise bad_request(f"unknown output: {name!r} (the model has {', '.join(names)})")
         if any(name == chosen for chosen, _ in selected):
             raise bad_request(f"output {name!r} is requested twice")
         selected.append((name, default_binary if flag is None else flag))
     return selected
 
 
-def features_of(dataplane: DataPlane, request: WireRequest, binary: bytes | None) -> FloatArray:
-    """入力テンソルを検証済みの [N, 幅] 配列にする（規則はシード API と同じ）。"""
-    tensor = single_input(request.inputs)
-    width = dataplane.input_width
-    dtype = check_input(tensor.name, tensor.datatype, tensor.shape, width)
-    size = tensor.parameters.binary_data_size if tensor.parameters else None
-    if size is not None:
-        if tensor.data is not msgspec.UNSET:
-            raise bad_request(f"input {tensor.name!r} has both data and binary_data_size")
+def feeds_of(dataplane: DataPlane, request: WireRequest, binary: bytes | None) -> Feeds:
+    """入力テンソルを検証済みのモデルの入力にする（規則はシード API と同じ）。"""
+    pairs = match_inputs(dataplane, request.inputs)
+    sizes = [t.parameters.binary_data_size if t.parameters else None for _, t in pairs]
+    if any(size is not None for size in sizes):
         if binary is None:
             raise bad_request("binary_data_size needs the Inference-Header-Content-Length header")
-        if size != len(binary):
+        declared = sum(size or 0 for size in sizes)
+        if declared != len(binary):
             raise bad_request(
-                f"input {tensor.name!r}: binary_data_size is {size} but the binary data has "
+                f"binary_data_size of the inputs adds up to {declared} but the binary data has "
                 f"{len(binary)} bytes"
             )
-        rows = raw_rows(tensor.name, tensor.datatype, dtype, tensor.shape, binary, width)
-    else:
-        if binary:
-            raise bad_request("the body has binary data but no input declares binary_data_size")
-        rows = _json_rows(tensor, width)
-    return dataplane.validate(rows, loc=("inputs", 0, "data"))
+    elif binary:
+        raise bad_request("the body has binary data but no input declares binary_data_size")
+    offset = 0
+    values: list[Any] = []
+    for (spec, wire), size in zip(pairs, sizes, strict=True):
+        check_input(wire.name, wire.datatype, wire.shape, spec)
+        if size is not None:
+            if wire.data is not msgspec.UNSET:
+                raise bad_request(f"input {wire.name!r} has both data and binary_data_size")
+            assert binary is not None
+            values.append(
+                raw_values(wire.name, wire.datatype, wire.shape, binary[offset : offset + size])
+            )
+            offset += size
+        else:
+            values.append(_json_values(wire))
+    return build_feeds(dataplane, pairs, values, ("inputs",))
 
 
-def single_input(inputs: Sequence[InputT]) -> InputT:
-    """モデルの入力は 1 つ（REST と gRPC 共通）。"""
-    if len(inputs) != 1:
-        raise bad_request(f"the model has one input; the request has {len(inputs)}")
-    return inputs[0]
+def match_inputs(dataplane: DataPlane, inputs: Sequence[InputT]) -> list[tuple[TensorSpec, InputT]]:
+    """リクエストの入力をモデルの入力に名前で対応させる（1 入力のモデルは名前を問わない）。"""
+    specs = dataplane.model.signature.inputs
+    if len(specs) == 1:
+        if len(inputs) != 1:
+            raise bad_request(f"the model has one input; the request has {len(inputs)}")
+        return [(specs[0], inputs[0])]
+    by_name = {spec.name: spec for spec in specs}
+    pairs: list[tuple[TensorSpec, InputT]] = []
+    for wire in inputs:
+        spec = by_name.get(wire.name)
+        if spec is None:
+            raise bad_request(
+                f"unknown input {wire.name!r}; the model's inputs are {', '.join(by_name)}"
+            )
+        if any(wire.name == other.name for other, _ in pairs):
+            raise bad_request(f"input {wire.name!r} is given twice")
+        pairs.append((spec, wire))
+    missing = [name for name in by_name if all(name != s.name for s, _ in pairs)]
+    if missing:
+        raise bad_request(f"missing input {missing[0]!r}; the model needs {', '.join(by_name)}")
+    pairs.sort(key=lambda pair: list(by_name).index(pair[0].name))
+    return pairs
 
 
-def check_input(name: str, datatype: str, shape: Sequence[int], width: int) -> np.dtype[Any]:
-    """入力の型（FP32 か FP64）と形（[N, 幅]、N は 0 以上）を確かめ、numpy の型を返す。"""
-    dtype = DATATYPE_TO_NUMPY.get(datatype)
-    if dtype is None:
+def check_input(name: str, datatype: str, shape: Sequence[int], spec: TensorSpec) -> None:
+    """入力の型と形（[N, ...]、N は 0 以上、固定の次元は一致）を確かめる。"""
+    kind = spec.dtype.kind if not spec.is_string else "O"
+    if datatype not in _COMPATIBLE[kind]:
+        allowed = " or ".join(sorted(_COMPATIBLE[kind]))
         raise bad_request(
-            f"input {name!r}: datatype {datatype!r} is not supported (use FP32 or FP64)"
+            f"input {name!r}: datatype {datatype!r} is not supported for this input "
+            f"({spec.element}; use {allowed})"
         )
-    if len(shape) != 2 or shape[0] < 0 or shape[1] != width:
+    expected = spec.row_shape
+    fits = len(shape) == len(spec.shape) and all(
+        e is None or e == g for e, g in zip(expected, shape[1:], strict=True)
+    )
+    if not fits:
+        dims = ", ".join("-1" if d is None else str(d) for d in spec.shape[:1] + expected)
+        dims = ", ".join(["-1", *dims.split(", ")[1:]]) if expected else "-1"
         raise bad_request(
-            f"input {name!r}: shape {list(shape)} does not match the model's [-1, {width}]"
+            f"input {name!r}: shape {list(shape)} does not match the model's [{dims}]"
         )
-    return dtype
 
 
-def raw_rows(
-    name: str, datatype: str, dtype: np.dtype[Any], shape: Sequence[int], raw: bytes, width: int
-) -> Sequence[Sequence[float]]:
-    """行優先のバイト列（REST のバイナリ拡張・gRPC の raw_input_contents）を行にする。"""
-    rows = shape[0]
-    expected = rows * width * dtype.itemsize
+def raw_values(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> Any:
+    """行優先のバイト列（REST のバイナリ拡張・gRPC の raw_input_contents）を配列にする。"""
+    count = int(np.prod(shape)) if shape else 1
+    if datatype == "BYTES":
+        items = deserialize_bytes(name, raw)
+        if len(items) != count:
+            raise bad_request(
+                f"input {name!r}: {len(items)} BYTES elements, but shape {list(shape)} "
+                f"needs {count}"
+            )
+        array = np.empty(count, dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+    dtype = DATATYPE_TO_NUMPY[datatype]
+    expected = count * dtype.itemsize
     if len(raw) != expected:
         raise bad_request(
             f"input {name!r}: {len(raw)} bytes of binary data, but shape {list(shape)} of "
             f"{datatype} needs {expected}"
         )
-    return list(np.frombuffer(raw, dtype=dtype).reshape(rows, width))
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def _json_rows(tensor: WireInput, width: int) -> Sequence[Sequence[float]]:
-    if isinstance(tensor.data, msgspec.UnsetType):
-        raise bad_request(f"input {tensor.name!r} has no data")
-    rows = tensor.shape[0]
-    try:
-        flat = _FLAT.decode(tensor.data)
-    except msgspec.ValidationError:
+def deserialize_bytes(name: str, raw: bytes) -> list[str]:
+    """BYTES テンソルのバイナリ形式（要素ごとに 4 バイト LE の長さ + 本体）を文字列にする。"""
+    items: list[str] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise bad_request(f"input {name!r}: truncated BYTES element length")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise bad_request(f"input {name!r}: BYTES element runs past the binary data")
         try:
-            nested = _NESTED.decode(tensor.data)
-        except msgspec.ValidationError as exc:
-            raise bad_request(
-                f"input {tensor.name!r}: data must be numbers, flat or nested as "
-                f"[N][{width}]: {exc}"
-            ) from None
-        if len(nested) != rows:
-            raise bad_request(
-                f"input {tensor.name!r}: data has {len(nested)} rows but shape {tensor.shape} "
-                f"says {rows}"
-            ) from None
-        return nested
-    if len(flat) != rows * width:
+            items.append(raw[offset : offset + length].decode())
+        except UnicodeDecodeError:
+            raise bad_request(f"input {name!r}: BYTES element is not UTF-8") from None
+        offset += length
+    return items
+
+
+def _json_values(wire: WireInput) -> Any:
+    """JSON の data（平らな形でも入れ子の形でも）を shape の配列にする。"""
+    if isinstance(wire.data, msgspec.UnsetType):
+        raise bad_request(f"input {wire.name!r} has no data")
+    try:
+        data = _ANY.decode(wire.data)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"input {wire.name!r}: {exc}") from None
+    return shaped(wire.name, data, wire.shape)
+
+
+def shaped(name: str, data: list[Any], shape: Sequence[int]) -> Any:
+    """平らな・入れ子の値を shape の object 配列にする（数が合わなければ 400）。"""
+    try:
+        array = np.array(data, dtype=object)
+    except ValueError:
+        raise bad_request(f"input {name!r}: data is ragged") from None
+    count = int(np.prod(shape)) if shape else 1
+    if array.shape == tuple(shape):
+        return array
+    if array.size != count or (array.ndim > 1 and array.shape != tuple(shape)):
         raise bad_request(
-            f"input {tensor.name!r}: data has {len(flat)} values but shape {tensor.shape} "
-            f"needs {rows * width}"
+            f"input {name!r}: data has {array.size} values in shape {list(array.shape)} but "
+            f"shape {list(shape)} needs {count}"
         )
-    return [flat[i : i + width] for i in range(0, len(flat), width)]
+    return array.reshape(shape)
+
+
+def build_feeds(
+    dataplane: DataPlane,
+    pairs: Sequence[tuple[TensorSpec, Any]],
+    values: Sequence[Any],
+    loc: tuple[str | int, ...],
+) -> Feeds:
+    """配列を検証してモデルの入力にする（実数 1 入力は速い経路、ほかはシグネチャの規則）。"""
+    if dataplane.input_width is not None:
+        array = values[0]
+        if array.dtype == object:
+            if not _numbers(array):
+                return _checked(dataplane, pairs, values, loc)
+            array = array.astype(np.float64)
+        return dataplane.validate(array, loc=(*loc, 0, "data"))
+    return _checked(dataplane, pairs, values, loc)
+
+
+def _numbers(array: Any) -> bool:
+    return all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in array.ravel().tolist()
+    )
+
+
+def _checked(
+    dataplane: DataPlane,
+    pairs: Sequence[tuple[TensorSpec, Any]],
+    values: Sequence[Any],
+    loc: tuple[str | int, ...],
+) -> Feeds:
+    feeds: Feeds = {}
+    counts = set()
+    for i, ((spec, _), array) in enumerate(zip(pairs, values, strict=True)):
+        rows = array.tolist()
+        check_count(rows, dataplane.limits.max_rows, (*loc, i, "data"))
+        counts.add(len(rows))
+        feeds[spec.name] = to_tensor(rows, spec, (*loc, i, "data"))
+    if len(counts) > 1:
+        raise bad_request(f"inputs disagree on the number of rows: {sorted(counts)}")
+    return feeds
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,19 +366,14 @@ class EncodedResponse:
     binary: bytes = b""
 
 
-def probability_datatype(dataplane: DataPlane) -> str:
-    """確率出力の V2 の型。"""
-    return ONNX_TO_DATATYPE.get(dataplane.classifier.signature.output_type, "FP32")
-
-
 @dataclass(frozen=True, slots=True)
 class OutputTensor:
-    """出力テンソル 1 つ：確率（数値の配列）かラベル（文字列のリスト）。REST と gRPC 共通。"""
+    """出力テンソル 1 つ：数値の配列か文字列のリスト。REST と gRPC 共通。"""
 
     name: str
     datatype: str
     shape: list[int]
-    values: FloatArray | list[str]
+    values: Array | list[str]
 
     def raw(self) -> bytes:
         """行優先のバイト列（BYTES は要素ごとに長さ + 本体）。"""
@@ -269,32 +382,74 @@ class OutputTensor:
         return self.values.tobytes()
 
 
-def output_tensors(
-    dataplane: DataPlane, outputs: list[tuple[str, bool]], probabilities: FloatArray
-) -> list[OutputTensor]:
-    """要求された出力を順に作る（確率は V2 の型に変換、ラベルは最尤クラスの名前）。"""
-    tensors: list[OutputTensor] = []
-    for name, _ in outputs:
-        if name == PROBABILITIES:
-            datatype = probability_datatype(dataplane)
-            values = probabilities.astype(DATATYPE_TO_NUMPY[datatype], copy=False)
-            tensors.append(OutputTensor(name, datatype, list(probabilities.shape), values))
+class OutputCatalog:
+    """モデルが V2 で返す出力の一覧と、その計算。
+
+    クラス名か確率を持つモデル：主の出力（確率なら probabilities）と label（クラス名）。
+    ほかのモデル（回帰・テンソル）：グラフの出力をその名前のまま。
+    """
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        model = dataplane.model
+        self.dataplane = dataplane
+        self.virtual = model.gives_probabilities or dataplane.classes is not None
+        self.primary = PROBABILITIES if model.gives_probabilities else model.heads.primary
+        sample = dataplane.sample_values
+        entries: list[tuple[str, str, list[int]]] = []
+        if self.virtual:
+            entries.append((self.primary, datatype_of(sample), [-1, *sample.shape[1:]]))
+            if dataplane.classes is not None:
+                entries.append((LABEL, "BYTES", [-1]))
         else:
-            labels = dataplane.labels_of(probabilities)
-            tensors.append(OutputTensor(name, "BYTES", [len(labels)], labels))
-    return tensors
+            for spec in model.signature.outputs:
+                dims = [-1 if d is None else d for d in spec.shape]
+                if spec.name == model.heads.primary:
+                    dims = [-1, *sample.shape[1:]]
+                entries.append((spec.name, _spec_datatype(spec), [-1, *dims[1:]]))
+        self.entries = tuple(entries)
+        self.names = tuple(name for name, _, _ in entries)
+
+    def compute(self, feeds: Feeds, outputs: Sequence[tuple[str, bool]]) -> list[OutputTensor]:
+        """推論して要求された出力を順に作る。"""
+        dataplane = self.dataplane
+        if self.virtual:
+            values = dataplane.predict(feeds)
+            result: dict[str, Array | list[str]] = {self.primary: values}
+            if any(name == LABEL for name, _ in outputs):
+                result[LABEL] = dataplane.labels_of(values)
+        else:
+            result = dict(dataplane.infer(feeds))
+        return [tensor_of(name, result[name]) for name, _ in outputs]
+
+
+def _spec_datatype(spec: TensorSpec) -> str:
+    return spec.datatype if spec.is_tensor else "FP32"
+
+
+def datatype_of(values: Array) -> str:
+    """配列の V2 の型（文字列・object は BYTES）。"""
+    return NUMPY_TO_DATATYPE.get(values.dtype.newbyteorder("<").str, "BYTES")
+
+
+def tensor_of(name: str, values: Array | list[str]) -> OutputTensor:
+    """値を出力テンソルにする（文字列の配列は BYTES のリスト）。"""
+    if isinstance(values, list):
+        return OutputTensor(name, "BYTES", [len(values)], values)
+    datatype = datatype_of(values)
+    if datatype == "BYTES":
+        return OutputTensor(name, datatype, list(values.shape), [str(v) for v in values.ravel()])
+    return OutputTensor(name, datatype, list(values.shape), values)
 
 
 def encode_response(
     dataplane: DataPlane,
     request_id: str | None,
     outputs: list[tuple[str, bool]],
-    probabilities: FloatArray,
+    tensors: list[OutputTensor],
 ) -> EncodedResponse:
     """出力を JSON（data）またはバイナリ部（binary_data_size）にする。"""
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    tensors = output_tensors(dataplane, outputs, probabilities)
     for tensor, (_, binary) in zip(tensors, outputs, strict=True):
         entry: dict[str, Any] = {
             "name": tensor.name,
@@ -307,8 +462,10 @@ def encode_response(
             chunks.append(raw)
         elif isinstance(tensor.values, list):
             entry["data"] = tensor.values
-        else:
+        elif tensor.values.dtype.kind == "f":
             entry["data"] = tensor.values.astype(np.float64).ravel()  # シードの /predict と同じ数値
+        else:
+            entry["data"] = tensor.values.ravel()
         entries.append(entry)
     header: dict[str, Any] = {"model_name": dataplane.model_name, "model_version": MODEL_VERSION}
     if request_id is not None:
@@ -329,26 +486,22 @@ def serialize_bytes(values: list[str]) -> bytes:
     return b"".join(parts)
 
 
-def model_metadata(dataplane: DataPlane, platform: str) -> dict[str, Any]:
+def model_metadata(dataplane: DataPlane, catalog: OutputCatalog, platform: str) -> dict[str, Any]:
     """モデルのメタデータ（入出力の名前・V2 の型・形。-1 はバッチ次元）。"""
-    sig = dataplane.classifier.signature
     return {
         "name": dataplane.model_name,
         "versions": [MODEL_VERSION],
         "platform": platform,
         "inputs": [
             {
-                "name": sig.input_name,
-                "datatype": ONNX_TO_DATATYPE[sig.input_type],
-                "shape": [-1, sig.input_width],
+                "name": spec.name,
+                "datatype": spec.datatype,
+                "shape": [-1, *(-1 if d is None else d for d in spec.row_shape)],
             }
+            for spec in dataplane.model.signature.inputs
         ],
         "outputs": [
-            {
-                "name": PROBABILITIES,
-                "datatype": probability_datatype(dataplane),
-                "shape": [-1, sig.num_classes],
-            },
-            {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
+            {"name": name, "datatype": datatype, "shape": shape}
+            for name, datatype, shape in catalog.entries
         ],
     }

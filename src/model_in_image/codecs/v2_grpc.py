@@ -10,59 +10,93 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.codecs import v2
 from model_in_image.dataplane import DataPlane
-from model_in_image.runtime import FloatArray
+from model_in_image.model.onnx_model import Feeds
 from model_in_image.state import MODEL_VERSION
 
-# V2 の型ごとに、値を入れる InferTensorContents のフィールド
-CONTENTS_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 BINARY_DATA = "binary_data"
 BINARY_DATA_OUTPUT = "binary_data_output"
 
 
-def features_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> FloatArray:
-    """入力テンソルを検証済みの [N, 幅] 配列にする（規則は REST・シード API と同じ）。"""
-    tensor = v2.single_input(request.inputs)
-    width = dataplane.input_width
-    dtype = v2.check_input(tensor.name, tensor.datatype, tensor.shape, width)
-    if request.raw_input_contents:
-        if len(request.raw_input_contents) != len(request.inputs):
-            raise v2.bad_request(
-                f"raw_input_contents has {len(request.raw_input_contents)} entries for "
-                f"{len(request.inputs)} inputs"
-            )
-        if tensor.HasField("contents"):
-            raise v2.bad_request(f"input {tensor.name!r} has both contents and raw_input_contents")
-        raw = request.raw_input_contents[0]
-        rows = v2.raw_rows(tensor.name, tensor.datatype, dtype, tensor.shape, raw, width)
-        return dataplane.validate(rows, loc=("raw_input_contents", 0))
-    return dataplane.validate(_typed_rows(tensor, width), loc=("inputs", 0, "contents"))
+# V2 の型ごとに、値を入れる InferTensorContents のフィールド（gRPC の型付きの contents）
+TYPED_FIELDS = {
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "FP16": None,
+    "INT64": "int64_contents",
+    "INT32": "int_contents",
+    "INT16": "int_contents",
+    "INT8": "int_contents",
+    "UINT8": "uint_contents",
+    "BOOL": "bool_contents",
+    "BYTES": "bytes_contents",
+}
 
 
-def _typed_rows(
-    tensor: pb.ModelInferRequest.InferInputTensor, width: int
-) -> Sequence[Sequence[float]]:
-    """型付きの contents（FP32 は fp32_contents、FP64 は fp64_contents）を行にする。"""
-    field = CONTENTS_FIELD[tensor.datatype]
+def feeds_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> Feeds:
+    """入力テンソルを検証済みのモデルの入力にする（規則は REST・シード API と同じ）。"""
+    pairs = v2.match_inputs(dataplane, request.inputs)
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise v2.bad_request(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+        )
+    position = {id(tensor): i for i, tensor in enumerate(request.inputs)}
+    values: list[Any] = []
+    for spec, tensor in pairs:
+        v2.check_input(tensor.name, tensor.datatype, tensor.shape, spec)
+        if raw:
+            if tensor.HasField("contents"):
+                raise v2.bad_request(
+                    f"input {tensor.name!r} has both contents and raw_input_contents"
+                )
+            part = raw[position[id(tensor)]]
+            values.append(v2.raw_values(tensor.name, tensor.datatype, tensor.shape, part))
+        else:
+            values.append(_typed_values(tensor))
+    loc = ("raw_input_contents",) if raw else ("inputs",)
+    return v2.build_feeds(dataplane, pairs, values, loc)
+
+
+def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> Any:
+    """型付きの contents（FP32 は fp32_contents など）を shape の配列にする。"""
+    field = TYPED_FIELDS.get(tensor.datatype)
+    if field is None:
+        raise v2.bad_request(
+            f"input {tensor.name!r}: {tensor.datatype} has no typed contents; "
+            "use raw_input_contents"
+        )
     others = [f.name for f, _ in tensor.contents.ListFields() if f.name != field]
     if others:
         raise v2.bad_request(
             f"input {tensor.name!r}: {tensor.datatype} values go in contents.{field}, "
             f"not {', '.join(others)}"
         )
-    values = list(getattr(tensor.contents, field))
-    rows = tensor.shape[0]
-    if len(values) != rows * width:
-        raise v2.bad_request(
-            f"input {tensor.name!r}: contents.{field} has {len(values)} values but shape "
-            f"{list(tensor.shape)} needs {rows * width}"
-        )
-    return [values[i : i + width] for i in range(0, len(values), width)]
+    values: list[Any] = list(getattr(tensor.contents, field))
+    if field == "bytes_contents":
+        try:
+            values = [v.decode() for v in values]
+        except UnicodeDecodeError:
+            raise v2.bad_request(f"input {tensor.name!r}: BYTES element is not UTF-8") from None
+    if tensor.datatype in ("FP32", "FP64"):  # 型は protobuf が保証：速い経路のために数の配列に
+        shape = list(tensor.shape)
+        count = int(np.prod(shape)) if shape else 1
+        if len(values) != count:
+            raise v2.bad_request(
+                f"input {tensor.name!r}: contents.{field} has {len(values)} values but shape "
+                f"{shape} needs {count}"
+            )
+        return np.array(values, dtype=np.float64).reshape(shape)
+    return v2.shaped(tensor.name, values, tensor.shape)
 
 
-def requested_outputs(request: pb.ModelInferRequest) -> list[tuple[str, bool]]:
+def requested_outputs(
+    request: pb.ModelInferRequest, names: Sequence[str]
+) -> list[tuple[str, bool]]:
     """返す出力の (名前, raw か)。
 
     既定は入力と同じ表現（raw_input_contents なら raw、KServe と同じ）。parameters の
@@ -72,7 +106,7 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[tuple[str, bool]]:
     if default_raw is None:
         default_raw = bool(request.raw_input_contents)
     requested = [(o.name, _bool_parameter(o.parameters, BINARY_DATA)) for o in request.outputs]
-    return v2.select_outputs(requested or None, default_raw)
+    return v2.select_outputs(requested or None, default_raw, names)
 
 
 def _bool_parameter(parameters: Mapping[str, pb.InferParameter], key: str) -> bool | None:
@@ -89,7 +123,7 @@ def encode_response(
     dataplane: DataPlane,
     request_id: str,
     outputs: list[tuple[str, bool]],
-    probabilities: FloatArray,
+    tensors: list[v2.OutputTensor],
 ) -> pb.ModelInferResponse:
     """出力を型付きの contents か raw_output_contents にする。
 
@@ -100,19 +134,24 @@ def encode_response(
         model_name=dataplane.model_name, model_version=MODEL_VERSION, id=request_id
     )
     raw = any(binary for _, binary in outputs)
-    for tensor in v2.output_tensors(dataplane, outputs, probabilities):
+    for tensor in tensors:
         entry = response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         if raw:
             response.raw_output_contents.append(tensor.raw())
         elif isinstance(tensor.values, list):
             entry.contents.bytes_contents.extend(label.encode() for label in tensor.values)
         else:
-            contents = getattr(entry.contents, CONTENTS_FIELD[tensor.datatype])
-            contents.extend(tensor.values.ravel().tolist())
+            field = TYPED_FIELDS.get(tensor.datatype) or "fp32_contents"
+            values = (
+                tensor.values.astype(np.float32) if tensor.datatype == "FP16" else tensor.values
+            )
+            getattr(entry.contents, field).extend(values.ravel().tolist())
     return response
 
 
-def model_metadata(dataplane: DataPlane, platform: str) -> pb.ModelMetadataResponse:
+def model_metadata(
+    dataplane: DataPlane, catalog: v2.OutputCatalog, platform: str
+) -> pb.ModelMetadataResponse:
     """モデルのメタデータ（REST の /v2/models/{name} と同じ内容）。"""
-    metadata: dict[str, Any] = v2.model_metadata(dataplane, platform)
+    metadata: dict[str, Any] = v2.model_metadata(dataplane, catalog, platform)
     return pb.ModelMetadataResponse(**metadata)

@@ -13,6 +13,8 @@ from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.api.v2.endpoints import EXTENSIONS, PLATFORM, SERVER_NAME
 from model_in_image.codecs import v2_grpc as codec
+from model_in_image.codecs.v2 import OutputCatalog
+from model_in_image.dataplane import DataPlane
 from model_in_image.state import ServerState
 
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -34,6 +36,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        self._cached: tuple[DataPlane, OutputCatalog] | None = None
 
     async def ServerLive(  # noqa: N802
         self, request: pb.ServerLiveRequest, context: Context
@@ -65,13 +68,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelMetadataResponse:
         """モデルの入出力の名前・型・形（REST の GET /v2/models/{name} と同じ）。"""
         dataplane = self.state.lookup(request.name, request.version or None)
-        return codec.model_metadata(dataplane, PLATFORM)
+        return codec.model_metadata(dataplane, self._catalog(dataplane), PLATFORM)
 
     async def ModelInfer(  # noqa: N802
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        """推論（型付きの contents か raw_input_contents）。出力は probabilities と label。"""
+        """推論（型付きの contents か raw_input_contents）。出力は種類による（REST と同じ）。"""
         dataplane = self.state.lookup(request.model_name, request.model_version or None)
-        outputs = codec.requested_outputs(request)
-        probabilities = dataplane.predict(codec.features_of(dataplane, request))
-        return codec.encode_response(dataplane, request.id, outputs, probabilities)
+        catalog = self._catalog(dataplane)
+        outputs = codec.requested_outputs(request, catalog.names)
+        tensors = catalog.compute(codec.feeds_of(dataplane, request), outputs)
+        return codec.encode_response(dataplane, request.id, outputs, tensors)
+
+    def _catalog(self, dataplane: DataPlane) -> OutputCatalog:
+        """データプレーンごとの出力の一覧（読み込み直しで作り直す）。"""
+        cached = self._cached
+        if cached is None or cached[0] is not dataplane:
+            cached = self._cached = (dataplane, OutputCatalog(dataplane))
+        return cached[1]

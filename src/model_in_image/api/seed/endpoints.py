@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from model_in_image.api.seed import schemas
 from model_in_image.codecs import seed as codec
 from model_in_image.dataplane import DataPlane
-from model_in_image.errors import ModelServerError, NotReadyError
+from model_in_image.errors import ModelServerError, NoClassesError, NotReadyError
 from model_in_image.runtime import FloatArray
 from model_in_image.state import ServerState
 from model_in_image.transport.http import Request, Response
@@ -81,6 +81,7 @@ class _Documents:
     labels: Response
     sample_probabilities: Response
     sample_label: Response
+    numeric: bool
 
 
 class SeedAPI:
@@ -92,12 +93,20 @@ class SeedAPI:
 
     def prepare(self, dataplane: DataPlane) -> None:
         """読み込んだモデルから固定の応答を前計算する。"""
-        probabilities = dataplane.sample_probabilities
+        values = dataplane.sample_values
+        if dataplane.classes is None:  # クラスの無いモデル：ラベルの応答は理由を添えた誤り
+            reason = NoClassesError(dataplane.no_classes_reason())
+            labels = Response(404, codec.encode_error(reason))
+            sample_label = error_response(reason)
+        else:
+            labels = Response(200, codec.encode_label_map(dataplane.labels))
+            sample_label = Response(200, codec.encode_labels(dataplane.labels_of(values)))
         self._documents = _Documents(
             metadata=Response(200, codec.encode_metadata(dataplane)),
-            labels=Response(200, codec.encode_label_map(dataplane.labels)),
-            sample_probabilities=Response(200, codec.encode_probabilities(probabilities)),
-            sample_label=Response(200, codec.encode_labels(dataplane.labels_of(probabilities))),
+            labels=labels,
+            sample_probabilities=Response(200, codec.encode_probabilities(values)),
+            sample_label=sample_label,
+            numeric=dataplane.input_width is not None,
         )
 
     def documents(self) -> _Documents:
@@ -132,14 +141,18 @@ class SeedAPI:
         return Response(200, codec.encode_probabilities(probabilities))
 
     async def predict_label(self, request: Request) -> Response:
-        """ラベル名を返す推論。"""
+        """ラベル名を返す推論（クラスの無いモデルは推論せずに 400）。"""
+        if self.state.require().classes is None:
+            return self.documents().sample_label
         dataplane, probabilities = self._predict(await request.body())
         return Response(200, codec.encode_labels(dataplane.labels_of(probabilities)))
 
     def _predict(self, body: bytes) -> tuple[DataPlane, FloatArray]:
         dataplane = self.state.require()
-        features = dataplane.validate(codec.decode_rows(body), loc=ROWS_LOC)
-        return dataplane, dataplane.predict(features)
+        numeric = self.documents().numeric
+        rows = codec.decode_rows(body, numeric=numeric)
+        feeds = dataplane.validate(rows, loc=ROWS_LOC, numeric=numeric)
+        return dataplane, dataplane.predict(feeds)
 
     def routes(self) -> list[Route]:
         """シード API のルート表。"""

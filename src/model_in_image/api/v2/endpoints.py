@@ -115,13 +115,19 @@ def encoded(response: codec.EncodedResponse) -> Response:
     )
 
 
-def infer(dataplane: DataPlane, body: bytes, header_length: int | None) -> codec.EncodedResponse:
+def infer(
+    dataplane: DataPlane,
+    body: bytes,
+    header_length: int | None,
+    catalog: codec.OutputCatalog | None = None,
+) -> codec.EncodedResponse:
     """ボディ（JSON 部 + バイナリ部）を解析・検証して推論し、応答を直列化する。"""
+    catalog = catalog or codec.OutputCatalog(dataplane)
     json_part, binary = codec.split_body(body, header_length)
     wire = codec.decode_request(json_part)
-    outputs = codec.requested_outputs(wire)
-    probabilities = dataplane.predict(codec.features_of(dataplane, wire, binary))
-    return codec.encode_response(dataplane, wire.id, outputs, probabilities)
+    outputs = codec.requested_outputs(wire, catalog.names)
+    tensors = catalog.compute(codec.feeds_of(dataplane, wire, binary), outputs)
+    return codec.encode_response(dataplane, wire.id, outputs, tensors)
 
 
 class V2API:
@@ -130,10 +136,13 @@ class V2API:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._metadata: Response | None = None
+        self._catalog: codec.OutputCatalog | None = None
 
     def prepare(self, dataplane: DataPlane) -> None:
         """読み込んだモデルのメタデータを前計算する。"""
-        self._metadata = Response(200, orjson.dumps(codec.model_metadata(dataplane, PLATFORM)))
+        self._catalog = catalog = codec.OutputCatalog(dataplane)
+        metadata = codec.model_metadata(dataplane, catalog, PLATFORM)
+        self._metadata = Response(200, orjson.dumps(metadata))
 
     def _lookup(self, request: Request) -> DataPlane:
         params = request.params
@@ -172,7 +181,7 @@ class V2API:
         dataplane = self._lookup(request)
         header_length = header_length_of(request.headers)
         body = await request.body(accept=None)  # Content-Type は header_length_of で確かめ済み
-        return encoded(infer(dataplane, body, header_length))
+        return encoded(infer(dataplane, body, header_length, self._catalog))
 
     def routes(self) -> list[Route]:
         """V2 のルート表。モデルのルートは版なし・版ありの 2 つずつ。"""
