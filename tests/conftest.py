@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from model_in_image.api.app import create_app
-from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.dataplane import DataPlane
+from model_in_image.loading import load_dataplane
 from model_in_image.settings import Settings
 from support.apps import SettingsFactory
 from support.env import clear_settings_env

@@ -9,24 +9,24 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model_in_image.api.app import ModelServerApp, create_app
-from model_in_image.dataplane import load_dataplane
+from model_in_image.loading import load_dataplane
 from model_in_image.settings import Settings
-from support.apps import AppFactory, SettingsFactory, SpyClassifier
+from support.apps import AppFactory, SettingsFactory, SpyModel
 
 
 @pytest.fixture
 def spy_app(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[AppFactory]:
-    """SpyClassifier を使うアプリとクライアントを作る（ウォームアップ後に記録を空にする）。"""
+    """SpyModel を使うアプリとクライアントを作る（ウォームアップ後に記録を空にする）。"""
     clients: list[TestClient] = []
-    monkeypatch.setattr("model_in_image.dataplane.OnnxClassifier", SpyClassifier)
+    monkeypatch.setattr("model_in_image.loading.OnnxModel", SpyModel)
 
-    def factory(**overrides: Any) -> tuple[TestClient, SpyClassifier]:
+    def factory(**overrides: Any) -> tuple[TestClient, SpyModel]:
         settings = make_settings(**overrides)
         dataplane = load_dataplane(settings)
-        spy = dataplane.classifier
-        assert isinstance(spy, SpyClassifier)
+        spy = dataplane.model
+        assert isinstance(spy, SpyModel)
         spy.calls.clear()
         client = TestClient(create_app(settings, dataplane))
         clients.append(client.__enter__())

@@ -11,7 +11,7 @@ import hypothesis.strategies as st
 import pytest
 from fastapi.testclient import TestClient
 
-from support.apps import AppFactory, SpyClassifier
+from support.apps import AppFactory, SpyModel
 from support.samples import JSON
 
 ENDPOINTS = ["/predict", "/predict/label"]
@@ -209,7 +209,7 @@ _json_values = st.recursive(
 
 
 @pytest.fixture
-def fuzz_app(spy_app: AppFactory) -> tuple[TestClient, SpyClassifier]:
+def fuzz_app(spy_app: AppFactory) -> tuple[TestClient, SpyModel]:
     """ファジングの全例で共有するアプリ（状態を持たない）。"""
     return spy_app()
 
@@ -223,7 +223,7 @@ def fuzz_app(spy_app: AppFactory) -> tuple[TestClient, SpyClassifier]:
 )
 @hypothesis.given(data=_json_values | st.fixed_dictionaries({"data": _json_values}))
 def test_arbitrary_json_never_gives_5xx(
-    fuzz_app: tuple[TestClient, SpyClassifier], data: Any
+    fuzz_app: tuple[TestClient, SpyModel], data: Any
 ) -> None:
     client, spy = fuzz_app
     spy.calls.clear()

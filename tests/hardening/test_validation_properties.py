@@ -114,7 +114,7 @@ def test_parse_returns_features_or_client_error(small_dataplane: DataPlane, body
     except ModelServerError as exc:
         assert_client_error(exc)
     else:
-        assert_valid_features(features, small_dataplane.classifier.input_dtype)
+        assert_valid_features(features, small_dataplane.model.input_dtype)
 
 
 @PROPERTY

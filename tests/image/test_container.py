@@ -46,7 +46,7 @@ COLD_START_LIMIT_S = 5.0
 START_UP_IMPORTS = (
     "from model_in_image.cli import main; from model_in_image.settings import Settings; "
     "from model_in_image.server import uvicorn_config; "
-    "from model_in_image.dataplane import load_dataplane; "
+    "from model_in_image.loading import load_dataplane; "
     "uvicorn_config(Settings(), multiprocess=False).load(); load_dataplane(Settings())"
 )
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from model_in_image.dataplane import load_dataplane
+from model_in_image.loading import load_dataplane
 from model_in_image.logconfig import logging_config
 from model_in_image.observability.request_id import (
     MAX_REQUEST_ID_LENGTH,
@@ -19,7 +19,7 @@ from model_in_image.observability.request_id import (
     parse_traceparent,
 )
 from model_in_image.settings import LogFormat, LogLevel
-from support.apps import SettingsFactory, SpyClassifier
+from support.apps import SettingsFactory, SpyModel
 from support.samples import JSON, PREDICT_BODY
 
 from .conftest import Observe
@@ -126,12 +126,12 @@ def test_log_lines_of_a_request_carry_its_id(
     capsys: pytest.CaptureFixture[str],
     fmt: LogFormat,
 ) -> None:
-    monkeypatch.setattr("model_in_image.dataplane.OnnxClassifier", SpyClassifier)
+    monkeypatch.setattr("model_in_image.loading.OnnxModel", SpyModel)
     dataplane = load_dataplane(make_settings())
     observed = observe(dataplane, log_format=fmt.value)
     logging.config.dictConfig(logging_config(LogLevel.INFO, fmt))
-    spy = dataplane.classifier
-    assert isinstance(spy, SpyClassifier)
+    spy = dataplane.model
+    assert isinstance(spy, SpyModel)
     spy.failures = 1
     capsys.readouterr()
     headers = {**JSON, "X-Request-ID": "broken-1"}

@@ -1,4 +1,4 @@
-"""API テスト用：呼び出しを記録する分類器と、設定・アプリのファクトリの型。"""
+"""API テスト用：呼び出しを記録するモデルと、設定・アプリのファクトリの型。"""
 
 from __future__ import annotations
 
@@ -8,27 +8,35 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from model_in_image.runtime import FloatArray, OnnxClassifier
+from model_in_image.model.onnx_model import Array, Feeds, OnnxModel
 from model_in_image.settings import Settings
 
 SettingsFactory = Callable[..., Settings]
 
 
-class SpyClassifier(OnnxClassifier):
-    """本物の分類器。predict_proba の呼び出しを記録する。"""
+class SpyModel(OnnxModel):
+    """本物のモデル。推論の呼び出し（1 入力ならその配列）を記録する。"""
 
-    def __init__(self, model_path: Path, label_path: Path, **kwargs: Any) -> None:
-        self.calls: list[FloatArray] = []
+    def __init__(self, model_path: Path, **kwargs: Any) -> None:
+        self.calls: list[Any] = []
         self.failures = 0
-        super().__init__(model_path, label_path, **kwargs)
+        super().__init__(model_path, **kwargs)
 
-    def predict_proba(self, features: FloatArray) -> FloatArray:
-        """記録してから推論する（failures が残っていれば RuntimeError）。"""
-        self.calls.append(features)
+    def _record(self, feeds: Feeds) -> None:
+        self.calls.append(next(iter(feeds.values())) if len(feeds) == 1 else feeds)
         if self.failures:
             self.failures -= 1
             raise RuntimeError("simulated fault in the model runtime")
-        return super().predict_proba(features)
+
+    def predict(self, feeds: Feeds) -> Array:
+        """記録してから推論する（failures が残っていれば RuntimeError）。"""
+        self._record(feeds)
+        return super().predict(feeds)
+
+    def infer(self, feeds: Feeds) -> dict[str, Array]:
+        """記録してからすべての出力を推論する。"""
+        self._record(feeds)
+        return super().infer(feeds)
 
 
-AppFactory = Callable[..., tuple[TestClient, SpyClassifier]]
+AppFactory = Callable[..., tuple[TestClient, SpyModel]]

@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from model_in_image.codecs import seed
-from model_in_image.dataplane import DataPlane, load_dataplane
+from model_in_image.dataplane import DataPlane
+from model_in_image.loading import load_dataplane
 from model_in_image.errors import InvalidInputError, ModelServerError
 from model_in_image.runtime import SMALL_BATCH_ROWS
 from support.apps import SettingsFactory

@@ -39,7 +39,7 @@ def test_features_match_the_rest_rules(
     features = v2_grpc.features_of(dataplane, build(ROWS, datatype))
     expected = dataplane.validate(ROWS.tolist(), loc=("data",))
     np.testing.assert_array_equal(features, expected)
-    assert features.dtype == dataplane.classifier.input_dtype
+    assert features.dtype == dataplane.model.input_dtype
 
 
 def test_large_raw_input_uses_the_array_path(dataplane: DataPlane) -> None:

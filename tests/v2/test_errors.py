@@ -230,7 +230,7 @@ def test_model_fault_is_500_without_details(
     def broken(_features: Any) -> Any:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(app.state.dataplane.classifier, "predict_proba", broken)
+    monkeypatch.setattr(app.state.dataplane.model, "predict_proba", broken)
     response = client.post(INFER, json=infer_body(SETOSA))
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error"}
