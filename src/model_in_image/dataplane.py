@@ -73,6 +73,8 @@ class DataPlane:
             self.sample_values = self.predict(feeds)
         except NonFiniteOutputError as exc:
             raise ModelLoadError(f"model output on the sample input: {exc.message}") from exc
+        except Exception as exc:  # ORT は独自の例外型を投げる：起動を 1 行の理由で止める
+            raise ModelLoadError(f"model failed a prediction on the sample input: {exc}") from exc
         if self.model.gives_probabilities and not is_distribution(
             self.sample_values.astype(np.float64)
         ):

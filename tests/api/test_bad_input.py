@@ -222,9 +222,7 @@ def fuzz_app(spy_app: AppFactory) -> tuple[TestClient, SpyModel]:
     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
 )
 @hypothesis.given(data=_json_values | st.fixed_dictionaries({"data": _json_values}))
-def test_arbitrary_json_never_gives_5xx(
-    fuzz_app: tuple[TestClient, SpyModel], data: Any
-) -> None:
+def test_arbitrary_json_never_gives_5xx(fuzz_app: tuple[TestClient, SpyModel], data: Any) -> None:
     client, spy = fuzz_app
     spy.calls.clear()
     response = client.post("/predict", content=json.dumps(data), headers=JSON)

@@ -16,20 +16,21 @@ from hypothesis import strategies as st
 
 from model_in_image.api.v2.endpoints import infer
 from model_in_image.codecs import seed
-from model_in_image.dataplane import (
-    FLOAT32_MAX,
-    DataPlane,
-    Limits,
-    check_range,
-    check_range_values,
-    validate_rows,
-)
+from model_in_image.dataplane import DataPlane, Limits
 from model_in_image.errors import InvalidInputError, ModelServerError
+from model_in_image.model.inputs import FLOAT32_MAX, check_count, float_matrix
 
 MAX_ROWS = 3
 WIDTH = 4
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DEEP = 100_000
+
+
+def validate_rows(rows: Any, *, width: int, limits: Limits, loc: tuple[str, ...]) -> Any:
+    """[N, 幅] の実数 1 入力の検証（DataPlane.validate の速い経路と同じ関数）。"""
+    check_count(rows, limits.max_rows, loc)
+    return float_matrix(rows, width, np.dtype(np.float64), loc)
+
 
 scalars = (
     st.none()
@@ -110,11 +111,13 @@ def assert_client_error(exc: ModelServerError) -> None:
 @example(body=b'{"data": [[5.1, 3.5, 1.4, 0.2]]}\xff')
 def test_parse_returns_features_or_client_error(small_dataplane: DataPlane, body: bytes) -> None:
     try:
-        features = small_dataplane.validate(seed.decode_rows(body), loc=("body", "data"))
+        feeds = small_dataplane.validate(seed.decode_rows(body), loc=("body", "data"))
     except ModelServerError as exc:
         assert_client_error(exc)
     else:
-        assert_valid_features(features, small_dataplane.model.input_dtype)
+        (spec,) = small_dataplane.model.signature.inputs
+        assert list(feeds) == [spec.name]
+        assert_valid_features(feeds[spec.name], spec.dtype)
 
 
 @PROPERTY
@@ -203,9 +206,10 @@ def test_v2_infer_answers_or_client_error(
 def test_range_check_in_python_equals_the_numpy_one(data: list[list[float]]) -> None:
     """小さな入力の範囲検査（Python）と大きな入力の検査（numpy）は同じ値を同じ位置で拒否する。"""
     outcomes = []
+    dtype = np.dtype(np.float64)
     for check in (
-        lambda: check_range_values(data, loc=("x",)),
-        lambda: check_range(np.array(data, dtype=np.float64), loc=("x",)),
+        lambda: float_matrix(data, WIDTH, dtype, ("x",)),  # 小さなリスト：Python の経路
+        lambda: float_matrix(np.array(data, dtype=np.float64), WIDTH, dtype, ("x",)),  # numpy
     ):
         try:
             check()

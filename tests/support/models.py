@@ -117,3 +117,15 @@ def _write(
     class_names = [f"{name}_class_{i}" for i in range(classes)]
     labels = write_labels(directory / "labels.json", dict(enumerate(class_names)))
     return MadeModel(ModelFiles(model, labels, estimator), features, class_names)
+
+
+def open_model(model: Path, labels: Path | None, sample: list[Any] | None = None) -> Any:
+    """起動と同じ検証で作ったデータプレーン（sha256・モデル・クラス名・サンプル推論）。"""
+    from model_in_image.loading import open_dataplane
+
+    return open_dataplane(model, labels, name=model.stem, sample=sample)
+
+
+def predict_rows(dataplane: Any, rows: Any) -> Any:
+    """行を検証して推論した /predict の値（確率など）。"""
+    return dataplane.predict(dataplane.validate(np.asarray(rows).tolist(), loc=("data",)))

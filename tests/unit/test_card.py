@@ -19,13 +19,15 @@ from model_in_image.card import (
 )
 from model_in_image.errors import ModelLoadError
 from model_in_image.modelcard import ModelCard, bin_counts
-from model_in_image.runtime import OnnxClassifier, sha256_of
+from model_in_image.runtime import sha256_of
 from support.models import (
     MadeModel,
     ModelFiles,
     gradient_boosted,
     linear_regressor,
     logistic_double,
+    open_model,
+    predict_rows,
     write_labels,
 )
 
@@ -288,7 +290,7 @@ class TestCheck:
             check_model(gbdt.files.model, gbdt.files.labels, card_path)
 
     def test_facts_of_a_classifier(self, gbdt: MadeModel) -> None:
-        facts = ModelFacts.of(OnnxClassifier(gbdt.files.model, gbdt.files.labels), "churn")
+        facts = ModelFacts.of(open_model(gbdt.files.model, gbdt.files.labels), "churn")
         assert facts.build_args()["MODEL_CLASSES"] == json.dumps(
             gbdt.class_names, separators=(",", ":")
         )
@@ -317,7 +319,7 @@ class TestWrite:
 def test_exported_tree_model_matches_scikit_learn(gbdt: MadeModel) -> None:
     """前提：書き出した木のモデルは元のモデルと同じ確率を返す（コンテナのテストも同じモデルを使う）。"""
     assert isinstance(gbdt.files, ModelFiles)
-    classifier = OnnxClassifier(gbdt.files.model, gbdt.files.labels)
+    classifier = open_model(gbdt.files.model, gbdt.files.labels)
     np.testing.assert_allclose(
-        classifier.predict_proba(gbdt.features[:20]), gbdt.expected_proba()[:20], atol=1e-5
+        predict_rows(classifier, gbdt.features[:20]), gbdt.expected_proba()[:20], atol=1e-5
     )

@@ -12,8 +12,8 @@ import pytest
 
 from model_in_image.codecs import seed
 from model_in_image.dataplane import DataPlane
-from model_in_image.loading import load_dataplane
 from model_in_image.errors import InvalidInputError, ModelServerError
+from model_in_image.loading import load_dataplane
 from model_in_image.runtime import SMALL_BATCH_ROWS
 from support.apps import SettingsFactory
 from support.models import ModelFiles
@@ -128,7 +128,7 @@ class TestResponses:
     def test_encode_and_labels_cross_the_threshold(self, dataplane: DataPlane) -> None:
         """小さな応答は Python、大きな応答は numpy で直列化する：どちらも同じ結果になる。"""
         features = np.array([SETOSA, VERSICOLOR, VIRGINICA] * 10, dtype=np.float32)
-        proba = dataplane.predict(features)
+        proba = dataplane.predict(dataplane.validate(features, loc=("data",)))
         for n in (1, 2, SMALL_BATCH_ROWS, SMALL_BATCH_ROWS + 1, len(proba)):
             part = proba[:n]
             numpy_bytes = orjson.dumps(

@@ -15,12 +15,19 @@ from support.samples import SPECIES
 
 ROWS = np.array([row for row, _ in SPECIES], dtype=np.float64)
 LABELS = [label for _, label in SPECIES]
+NAMES = ("probabilities", "label")
+
+
+def features_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> np.ndarray:
+    """1 入力のモデルの入力配列（feeds の唯一の値）。"""
+    (array,) = v2_grpc.feeds_of(dataplane, request).values()
+    return array  # type: ignore[no-any-return]
 
 
 def typed(rows: np.ndarray, datatype: str = "FP32") -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="iris_svc")
     tensor = request.inputs.add(name="X", datatype=datatype, shape=list(rows.shape))
-    getattr(tensor.contents, v2_grpc.CONTENTS_FIELD[datatype]).extend(rows.ravel().tolist())
+    getattr(tensor.contents, v2_grpc.TYPED_FIELDS[datatype]).extend(rows.ravel().tolist())
     return request
 
 
@@ -36,20 +43,20 @@ def raw(rows: np.ndarray, datatype: str = "FP32") -> pb.ModelInferRequest:
 def test_features_match_the_rest_rules(
     dataplane: DataPlane, build: Callable[[np.ndarray, str], pb.ModelInferRequest], datatype: str
 ) -> None:
-    features = v2_grpc.features_of(dataplane, build(ROWS, datatype))
-    expected = dataplane.validate(ROWS.tolist(), loc=("data",))
+    features = features_of(dataplane, build(ROWS, datatype))
+    (expected,) = dataplane.validate(ROWS.tolist(), loc=("data",)).values()
     np.testing.assert_array_equal(features, expected)
-    assert features.dtype == dataplane.model.input_dtype
+    assert features.dtype == dataplane.model.signature.inputs[0].dtype
 
 
 def test_large_raw_input_uses_the_array_path(dataplane: DataPlane) -> None:
     rows = np.tile(ROWS, (30, 1))  # 90 行：numpy で範囲を確かめる経路
-    features = v2_grpc.features_of(dataplane, raw(rows))
+    features = features_of(dataplane, raw(rows))
     assert features.shape == (90, 4)
     bad = rows.copy()
     bad[70, 2] = np.inf
     with pytest.raises(InvalidInputError) as info:
-        v2_grpc.features_of(dataplane, raw(bad))
+        features_of(dataplane, raw(bad))
     assert info.value.errors[0]["loc"] == ["raw_input_contents", 0, 70, 2]
 
 
@@ -57,14 +64,14 @@ def test_mixed_contents_fields_are_rejected(dataplane: DataPlane) -> None:
     request = typed(ROWS[:1])
     request.inputs[0].contents.fp64_contents.extend([1.0])
     with pytest.raises(ModelServerError, match=r"FP32 values go in contents\.fp32_contents, not "):
-        v2_grpc.features_of(dataplane, request)
+        features_of(dataplane, request)
 
 
 def test_raw_and_contents_together_are_rejected(dataplane: DataPlane) -> None:
     request = typed(ROWS[:1])
     request.raw_input_contents.append(bytes(16))
     with pytest.raises(ModelServerError, match="both contents and raw_input_contents") as info:
-        v2_grpc.features_of(dataplane, request)
+        features_of(dataplane, request)
     assert info.value.status_code == 400
 
 
@@ -91,27 +98,29 @@ def test_requested_outputs_for_typed_input(
         output = request.outputs.add(name=name)
         if flag is not None:
             output.parameters["binary_data"].bool_param = flag
-    assert v2_grpc.requested_outputs(request) == expected
+    assert v2_grpc.requested_outputs(request, NAMES) == expected
 
 
 def test_raw_input_defaults_to_raw_output() -> None:
-    assert v2_grpc.requested_outputs(raw(ROWS[:1])) == [("probabilities", True), ("label", True)]
+    assert v2_grpc.requested_outputs(raw(ROWS[:1]), NAMES) == [("probabilities", True), ("label", True)]
     request = raw(ROWS[:1])
     request.parameters["binary_data_output"].bool_param = False
-    assert v2_grpc.requested_outputs(request) == [("probabilities", False), ("label", False)]
+    assert v2_grpc.requested_outputs(request, NAMES) == [("probabilities", False), ("label", False)]
 
 
 def test_reading_parameters_does_not_add_them() -> None:
     request = typed(ROWS[:1])
-    v2_grpc.requested_outputs(request)
+    v2_grpc.requested_outputs(request, NAMES)
     assert "binary_data_output" not in request.parameters
 
 
 @pytest.mark.parametrize("raw_output", [False, True])
 def test_encode_response(dataplane: DataPlane, raw_output: bool) -> None:
-    probabilities = dataplane.predict(dataplane.validate(ROWS.tolist(), loc=("data",)))
+    feeds = dataplane.validate(ROWS.tolist(), loc=("data",))
+    probabilities = dataplane.predict(feeds)
     outputs = [("probabilities", raw_output), ("label", False)]
-    response = v2_grpc.encode_response(dataplane, "req-1", outputs, probabilities)
+    tensors = v2.OutputCatalog(dataplane).compute(feeds, outputs)
+    response = v2_grpc.encode_response(dataplane, "req-1", outputs, tensors)
     assert (response.model_name, response.model_version, response.id) == (
         "iris_svc",
         "1",
@@ -133,8 +142,9 @@ def test_encode_response(dataplane: DataPlane, raw_output: bool) -> None:
 
 
 def test_model_metadata_is_the_rest_metadata(dataplane: DataPlane) -> None:
-    metadata = v2_grpc.model_metadata(dataplane, "onnx_onnxv1")
-    rest = v2.model_metadata(dataplane, "onnx_onnxv1")
+    catalog = v2.OutputCatalog(dataplane)
+    metadata = v2_grpc.model_metadata(dataplane, catalog, "onnx_onnxv1")
+    rest = v2.model_metadata(dataplane, catalog, "onnx_onnxv1")
     assert metadata.name == rest["name"]
     assert list(metadata.versions) == rest["versions"]
     assert [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs] == [
@@ -147,7 +157,7 @@ def test_raw_contents_must_match_the_inputs(dataplane: DataPlane) -> None:
     request = raw(ROWS[:1])
     request.raw_input_contents.append(bytes(16))
     with pytest.raises(ModelServerError, match="2 entries for 1 inputs"):
-        v2_grpc.features_of(dataplane, request)
+        features_of(dataplane, request)
 
 
 def test_typed_value_count_must_match_the_shape(dataplane: DataPlane) -> None:
@@ -155,11 +165,11 @@ def test_typed_value_count_must_match_the_shape(dataplane: DataPlane) -> None:
     del request.inputs[0].shape[:]
     request.inputs[0].shape.extend([3, 4])
     with pytest.raises(ModelServerError, match=r"has 8 values but shape \[3, 4\] needs 12"):
-        v2_grpc.features_of(dataplane, request)
+        features_of(dataplane, request)
 
 
 def test_binary_flags_must_be_bool_params() -> None:
     request = typed(ROWS[:1])
     request.parameters["binary_data_output"].int64_param = 1
     with pytest.raises(ModelServerError, match="'binary_data_output' must be a bool_param"):
-        v2_grpc.requested_outputs(request)
+        v2_grpc.requested_outputs(request, NAMES)

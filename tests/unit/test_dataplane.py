@@ -14,20 +14,24 @@ import orjson
 import pytest
 
 from model_in_image.codecs import seed
-from model_in_image.dataplane import (
-    SMALL_INPUT_VALUES,
-    DataPlane,
-    Limits,
-    load_dataplane,
-    validate_rows,
-)
+from model_in_image.dataplane import DataPlane, Limits
 from model_in_image.errors import InvalidInputError, ModelLoadError
+from model_in_image.loading import load_dataplane
+from model_in_image.model.inputs import SMALL_INPUT_VALUES, check_count, float_matrix
 from model_in_image.modelcard import ModelCard
 from support.apps import SettingsFactory
 from support.models import ModelFiles
 from support.samples import SETOSA
 
 LIMITS = Limits(max_rows=3)
+
+
+def validate_rows(
+    rows: Any, *, width: int, limits: Limits, loc: tuple[str, ...], dtype: Any = np.float64
+) -> Any:
+    """[N, 幅] の実数 1 入力のモデルの検証（DataPlane.validate の速い経路と同じ関数）。"""
+    check_count(rows, limits.max_rows, loc)
+    return float_matrix(rows, width, np.dtype(dtype), loc)
 
 
 def meta(dataplane: DataPlane) -> dict[str, Any]:
@@ -99,7 +103,7 @@ class TestIntegrity:
         settings = make_settings(
             model_filepath=model_copy / "iris_svc.onnx", label_filepath=model_copy / "label.json"
         )
-        with caplog.at_level(logging.WARNING, logger="model_in_image.dataplane"):
+        with caplog.at_level(logging.WARNING, logger="model_in_image.loading"):
             dataplane = load_dataplane(settings)
         assert dataplane.card is None
         assert meta(dataplane)["heldout_accuracy"] is None

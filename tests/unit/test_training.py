@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from model_in_image.modelcard import ModelCard
-from model_in_image.runtime import OnnxClassifier, sha256_of
+from model_in_image.runtime import sha256_of
 from model_in_image.training import SEED, TEST_SIZE, TrainResult, build_pipeline, train
+from support.models import open_model, predict_rows
 from support.paths import REPO_ROOT
 
 SPECIES = [
@@ -62,8 +63,8 @@ def test_pipeline_does_not_use_deprecated_svc_probability() -> None:
 
 def test_onnx_matches_sklearn_on_all_iris_rows(trained: TrainResult, iris_pipeline: Any) -> None:
     features, _ = _iris()
-    classifier = OnnxClassifier(trained.model_path, trained.label_path)
-    onnx_proba = classifier.predict_proba(features)
+    classifier = open_model(trained.model_path, trained.label_path)
+    onnx_proba = predict_rows(classifier, features)
     assert onnx_proba.shape == (150, 3)
     np.testing.assert_allclose(onnx_proba, iris_pipeline.predict_proba(features), atol=1e-5, rtol=0)
 
@@ -96,8 +97,8 @@ def test_committed_model_is_the_trained_model(trained: TrainResult, models_dir: 
 def test_project_model_classifies_the_three_species(
     model_path: Path, label_path: Path, row: list[float], species: str
 ) -> None:
-    classifier = OnnxClassifier(model_path, label_path)
-    proba = classifier.predict_proba(np.array([row], dtype=np.float32))
+    classifier = open_model(model_path, label_path)
+    proba = predict_rows(classifier, np.array([row], dtype=np.float32))
     assert classifier.labels_of(proba) == [species]
 
 

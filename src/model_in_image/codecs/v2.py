@@ -322,16 +322,20 @@ def build_feeds(
     pairs: Sequence[tuple[TensorSpec, Any]],
     values: Sequence[Any],
     loc: tuple[str | int, ...],
+    field: tuple[str, ...] = ("data",),
 ) -> Feeds:
-    """配列を検証してモデルの入力にする（実数 1 入力は速い経路、ほかはシグネチャの規則）。"""
+    """配列を検証してモデルの入力にする（実数 1 入力は速い経路、ほかはシグネチャの規則）。
+
+    誤りの場所は loc + (入力の番号,) + field（REST は data、gRPC は contents か無し）。
+    """
     if dataplane.input_width is not None:
         array = values[0]
         if array.dtype == object:
             if not _numbers(array):
-                return _checked(dataplane, pairs, values, loc)
+                return _checked(dataplane, pairs, values, loc, field)
             array = array.astype(np.float64)
-        return dataplane.validate(array, loc=(*loc, 0, "data"))
-    return _checked(dataplane, pairs, values, loc)
+        return dataplane.validate(array, loc=(*loc, 0, *field))
+    return _checked(dataplane, pairs, values, loc, field)
 
 
 def _numbers(array: Any) -> bool:
@@ -345,14 +349,15 @@ def _checked(
     pairs: Sequence[tuple[TensorSpec, Any]],
     values: Sequence[Any],
     loc: tuple[str | int, ...],
+    field: tuple[str, ...],
 ) -> Feeds:
     feeds: Feeds = {}
     counts = set()
     for i, ((spec, _), array) in enumerate(zip(pairs, values, strict=True)):
         rows = array.tolist()
-        check_count(rows, dataplane.limits.max_rows, (*loc, i, "data"))
+        check_count(rows, dataplane.limits.max_rows, (*loc, i, *field))
         counts.add(len(rows))
-        feeds[spec.name] = to_tensor(rows, spec, (*loc, i, "data"))
+        feeds[spec.name] = to_tensor(rows, spec, (*loc, i, *field))
     if len(counts) > 1:
         raise bad_request(f"inputs disagree on the number of rows: {sorted(counts)}")
     return feeds

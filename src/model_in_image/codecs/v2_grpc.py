@@ -58,8 +58,9 @@ def feeds_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> Feeds:
             values.append(v2.raw_values(tensor.name, tensor.datatype, tensor.shape, part))
         else:
             values.append(_typed_values(tensor))
-    loc = ("raw_input_contents",) if raw else ("inputs",)
-    return v2.build_feeds(dataplane, pairs, values, loc)
+    if raw:
+        return v2.build_feeds(dataplane, pairs, values, ("raw_input_contents",), ())
+    return v2.build_feeds(dataplane, pairs, values, ("inputs",), ("contents",))
 
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> Any:

@@ -45,6 +45,6 @@ def resolve_classes(
     expected = sorted(codes) if codes is not None and codes != tuple(indices) else indices
     also = f" or column numbers {indices}" if expected != indices else ""
     raise ModelLoadError(
-        f"label file {label_path} has {len(labels)} entries {sorted(labels)} but the model "
-        f"has {count} classes (expected keys {expected}{also})"
+        f"label file has {len(labels)} entries {sorted(labels)} but the model "
+        f"has {count} classes (expected keys {expected}{also}): {label_path}"
     )

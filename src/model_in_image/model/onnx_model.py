@@ -226,7 +226,10 @@ class OnnxModel:
             elif isinstance(raw, list):
                 result[spec.name] = np.array([list(r.values()) for r in raw], dtype=np.float32)
             else:
-                result[spec.name] = np.asarray(raw)
+                value = np.asarray(raw)
+                if value.dtype.kind == "f":
+                    check_finite(value)
+                result[spec.name] = value
         return result
 
     def describe(self) -> str:
