@@ -168,9 +168,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_sample(self) -> Settings:
-        """サンプルは 1 行以上のリスト（行の形はモデルを読み込んでから確かめる）。"""
-        if self.sample_data is not None and not self.sample_data:
+        """サンプルは 1 行以上。行がリストなら空でなく長さが揃う（型はモデルを読んでから確かめる）。"""
+        rows = self.sample_data
+        if rows is None:
+            return self
+        if not rows:
             raise ValueError("SAMPLE_DATA must be a non-empty list of rows")
+        if any(isinstance(row, list) for row in rows):
+            if not all(isinstance(row, list) and row for row in rows):
+                raise ValueError("SAMPLE_DATA rows must all be non-empty lists (or all objects)")
+            if len({len(row) for row in rows}) > 1:
+                raise ValueError("SAMPLE_DATA rows must all have the same length")
         return self
 
     @model_validator(mode="after")

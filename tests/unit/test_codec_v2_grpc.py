@@ -102,7 +102,10 @@ def test_requested_outputs_for_typed_input(
 
 
 def test_raw_input_defaults_to_raw_output() -> None:
-    assert v2_grpc.requested_outputs(raw(ROWS[:1]), NAMES) == [("probabilities", True), ("label", True)]
+    assert v2_grpc.requested_outputs(raw(ROWS[:1]), NAMES) == [
+        ("probabilities", True),
+        ("label", True),
+    ]
     request = raw(ROWS[:1])
     request.parameters["binary_data_output"].bool_param = False
     assert v2_grpc.requested_outputs(request, NAMES) == [("probabilities", False), ("label", False)]

@@ -126,9 +126,17 @@ class TestSample:
         assert len(meta(dataplane)["prediction_sample"]) == 2
         assert dataplane.labels_of(dataplane.sample_probabilities) == ["virginica", "setosa"]
 
-    def test_sample_that_does_not_fit_the_model(self, make_settings: SettingsFactory) -> None:
+    @pytest.mark.parametrize(
+        "sample",
+        [[[1.0, 2.0, 3.0]], [["a", 1, 2, 3]], [1, 2], [{"X": [1, 2, 3, 4]}]],
+        ids=["narrow", "string", "scalars", "object"],
+    )
+    def test_sample_that_does_not_fit_the_model(
+        self, make_settings: SettingsFactory, sample: list[Any]
+    ) -> None:
+        """行の型と形はモデルを読み込んでから確かめる（文字列やスカラーの行が合うモデルもある）。"""
         with pytest.raises(ModelLoadError, match="sample input does not fit the model"):
-            load_dataplane(make_settings(sample_data=[[1.0, 2.0, 3.0]]))
+            load_dataplane(make_settings(sample_data=sample))
 
     def test_model_name_override(self, make_settings: SettingsFactory) -> None:
         assert load_dataplane(make_settings(model_name="iris-v2")).model_name == "iris-v2"

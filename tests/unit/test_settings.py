@@ -22,7 +22,10 @@ def env(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_defaults(env: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.model_filepath == DEFAULT_MODEL_DIR / "iris_svc.onnx"
-    assert s.label_filepath == DEFAULT_MODEL_DIR / "label.json"
+    assert s.label_filepath is None
+    # 既定のモデルにだけ同梱のラベルを使う（ほかのモデルに Iris の名前を付けない）
+    assert s.resolved_label_filepath == DEFAULT_MODEL_DIR / "label.json"
+    assert Settings(model_filepath=Path("/opt/m/model.onnx")).resolved_label_filepath is None
     assert s.log_level is LogLevel.INFO
     assert s.log_format is LogFormat.TEXT
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 1)
@@ -135,8 +138,8 @@ def test_resolved_names_follow_the_model(env: pytest.MonkeyPatch) -> None:
         ("SAMPLE_DATA", "[[1, 2], [3]]"),
         ("SAMPLE_DATA", "[]"),
         ("SAMPLE_DATA", "[[]]"),
-        ("SAMPLE_DATA", '[["a", 1]]'),
-        ("SAMPLE_DATA", "[1, 2]"),
+        ("SAMPLE_DATA", "[[1, 2], 3]"),
+        ("SAMPLE_DATA", '[{"a": 1}, [1]]'),
         ("MAX_BATCH_ROWS", "0"),
         ("MAX_BODY_BYTES", "10"),
         ("ORT_INTRA_OP_THREADS", "0"),

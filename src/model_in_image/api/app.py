@@ -1,7 +1,7 @@
 """アプリの組み立て：create_app(settings, dataplane=None) が ASGI アプリを返す。
 
 リクエストの経路は 1 つ：ModelServerApp（ライフスパン）→ Dispatcher（ルート表）→ 各 API の
-ハンドラ → DataPlane → OnnxClassifier。表にない /docs・/openapi.json だけが FastAPI に進む。
+ハンドラ → DataPlane → OnnxModel。表にない /docs・/openapi.json だけが FastAPI に進む。
 """
 
 from __future__ import annotations
