@@ -168,7 +168,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_sample(self) -> Settings:
-        """サンプルは 1 行以上。行がリストなら空でなく長さが揃う（型はモデルを読んでから確かめる）。"""
+        """サンプルは 1 行以上。行がリストなら空でなく長さが揃う（型はモデルを読んでから）。"""
         rows = self.sample_data
         if rows is None:
             return self
