@@ -228,6 +228,7 @@ def _info(dataplane: DataPlane) -> int:
             "inputs": [spec.describe() for spec in model.signature.inputs],
             "outputs": [spec.describe() for spec in model.signature.outputs],
             "prediction_output": model.heads.primary,
+            "output_kind": "zipmap" if model.heads.zipmap else "tensor",
             "num_classes": model.num_classes,
             "postprocess": model.postprocess.value,
             "producer": f"{model.graph.producer_name} {model.graph.producer_version}".strip(),

@@ -126,13 +126,13 @@ class DataPlane:
         self._observe(feeds, values, start)
         return values
 
-    def infer(self, feeds: Feeds) -> dict[str, Array]:
-        """検証済みの入力を推論してすべての出力を返す（V2）。"""
+    def infer(self, feeds: Feeds) -> tuple[Array, dict[str, Array]]:
+        """検証済みの入力を推論して、/predict の値とグラフのすべての出力を返す（V2）。"""
         start = perf_counter()
-        outputs = self.model.infer(feeds)
+        values, outputs = self.model.infer(feeds)
         if self.observer is not None or self.listeners:
-            self._observe(feeds, outputs[self.model.heads.primary], start)
-        return outputs
+            self._observe(feeds, values, start)
+        return values, outputs
 
     def _observe(self, feeds: Feeds, values: Array, start: float) -> None:
         if self.observer is not None:
@@ -156,14 +156,8 @@ class DataPlane:
         return self._label_array[values.argmax(axis=1)].tolist()  # type: ignore[no-any-return]
 
     def no_classes_reason(self) -> str:
-        """クラス名が無い理由（誤りの文面）。"""
-        kind = self.kind
-        if kind in (ModelKind.PROBABILITIES, ModelKind.LOGITS):
-            return (
-                f"this model is a {kind.value} net without class names: start it with "
-                "--labels FILE (LABEL_FILEPATH) to get labels"
-            )
-        return f"this model is a {kind.value}: it has no class labels"
+        """クラス名が無い理由（誤りの文面。確率・ロジットのネットは常に列の番号を持つ）。"""
+        return f"this model is a {self.kind.value}: it has no class labels"
 
 
 def rows_of(feeds: Feeds) -> int:

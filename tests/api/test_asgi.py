@@ -62,6 +62,8 @@ def _run(
         sent.append(message)
 
     seed = SeedAPI(state)
+    if state.dataplane is not None:  # ライフスパンと同じく、読み込んだモデルで前計算する
+        seed.prepare(state.dataplane)
     (route,) = [r for r in seed.routes() if r.path == "/predict/label"]
     dispatcher = Dispatcher([route], fallback=_unreachable, max_body=max_body)
     status = asyncio.run(dispatcher.handle(route, NO_PARAMS, _scope(), _receiver(messages), send))

@@ -48,9 +48,10 @@ def test_train(tmp_path: Path, capsys: Capture) -> None:
 def test_info(capsys: Capture, model_path: Path) -> None:
     assert main(["info"]) == 0
     info = json.loads("\n".join(_json_text(capsys.readouterr().out)))
-    assert info["signature"]["input_width"] == 4
+    assert info["signature"]["inputs"][0]["shape"] == [-1, 4]
     assert info["signature"]["num_classes"] == 3
     assert info["signature"]["output_kind"] == "tensor"
+    assert info["signature"]["kind"] == "classifier"
     assert info["model_card"]["sha256"] == sha256_of(model_path)
     assert info["metadata"]["labels"] == SPECIES
 
@@ -68,7 +69,7 @@ def test_stdout_is_machine_readable(
     assert main(argv) == 0
     out = capsys.readouterr().out
     if argv[0] == "info":
-        assert json.loads(out)["signature"]["input_width"] == 4
+        assert json.loads(out)["signature"]["inputs"][0]["shape"] == [-1, 4]
     else:
         rows = list(csv.reader(io.StringIO(out)))
         assert rows[0] == ["label", *(f"proba_{name}" for name in SPECIES)]
@@ -79,7 +80,7 @@ def test_info_for_a_model_given_by_flags(capsys: Capture, fruit_model: CardModel
     argv = ["info", "--model", str(fruit_model.model), "--labels", str(fruit_model.labels)]
     assert main([*argv, "--card", str(fruit_model.card)]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["signature"]["input_width"] == 3
+    assert info["signature"]["inputs"][0]["shape"] == [-1, 3]
     assert info["signature"]["output_kind"] == "zipmap"
     assert info["metadata"]["labels"] == list(FRUIT_LABELS.values())
     assert info["metadata"]["data_sample"] == FRUIT_SAMPLE
@@ -93,9 +94,9 @@ def test_flags_win_over_environment(
     cli_env.setenv("MODEL_FILEPATH", str(fruit_model.model))
     cli_env.setenv("LABEL_FILEPATH", str(fruit_model.labels))
     assert main(["info"]) == 0
-    assert json.loads(capsys.readouterr().out)["signature"]["input_width"] == 3
+    assert json.loads(capsys.readouterr().out)["signature"]["inputs"][0]["shape"] == [-1, 3]
     assert main(["info", "--model", str(MODEL_FILE), "--labels", str(LABEL_FILE)]) == 0
-    assert json.loads(capsys.readouterr().out)["signature"]["input_width"] == 4
+    assert json.loads(capsys.readouterr().out)["signature"]["inputs"][0]["shape"] == [-1, 4]
 
 
 def test_every_option_has_help() -> None:

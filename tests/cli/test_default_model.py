@@ -48,7 +48,7 @@ def test_settings_default_to_the_embedded_model(cli_env: pytest.MonkeyPatch) -> 
     cli_env.delenv("LABEL_FILEPATH")
     settings = Settings()
     assert settings.model_filepath == DEFAULT_MODEL_DIR / "iris_svc.onnx"
-    assert settings.label_filepath == DEFAULT_MODEL_DIR / "label.json"
+    assert settings.resolved_label_filepath == DEFAULT_MODEL_DIR / "label.json"
     assert settings.resolved_model_card_filepath.is_file()
 
 

@@ -251,7 +251,13 @@ def test_lifespan_starts_serves_drains_and_stops_grpc(
             model = stub.ModelMetadata(
                 pb.ModelMetadataRequest(name="iris_svc"), timeout=CALL_TIMEOUT
             )
-            assert [t.name for t in model.outputs] == ["probabilities", "label"]
+            # 導いた出力のあとにグラフの出力（名前が重なるものは graph: を付ける）
+            assert [t.name for t in model.outputs] == [
+                "probabilities",
+                "label",
+                "graph:label",
+                "graph:probabilities",
+            ]
         assert client.portal is not None
         client.portal.call(app._drain_grpc)
         assert health_status(target) == NOT_SERVING

@@ -387,6 +387,21 @@ class TestEveryKindIsServed:
         assert plane.labels_of(proba) == ["versicolor"]
         assert model.gives_probabilities
 
+    def test_nets_without_class_metadata_are_named_by_column(
+        self, tmp_path: Path, label_path: Path
+    ) -> None:
+        """クラスの情報の無いネットは列の番号がクラス名。ラベルファイルは列の番号で名前を付ける。"""
+        from onnx import TensorProto
+
+        f = TensorProto.FLOAT
+        path = _unary(tmp_path / "m.onnx", "Identity", f, f, [None, 3])
+        plane = _load(path, None)
+        assert plane.labels == ("0", "1", "2")
+        rows = [[0.1, 2.0, -1.0], [5.0, 0.0, 0.0]]
+        assert plane.labels_of(predict_rows(plane, rows)) == ["1", "0"]
+        named = _load(path, label_path)
+        assert named.labels_of(predict_rows(named, rows)) == ["versicolor", "setosa"]
+
     def test_postprocess_is_refused_on_a_classifier(self, model_path: Path) -> None:
         with pytest.raises(ModelLoadError, match="MODEL_POSTPROCESS=softmax needs a model"):
             _model(model_path, postprocess=Postprocess.SOFTMAX)

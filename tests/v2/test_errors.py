@@ -66,13 +66,13 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ("shape-string", {"inputs": [tensor(shape="1,4")]}, "shape"),
     ("length-short", {"inputs": [tensor(data=[1.0, 2.0, 3.0])]}, "3 values"),
     ("length-long", {"inputs": [tensor(data=[*SETOSA, *SETOSA])]}, "8 values"),
-    ("rows-vs-shape", {"inputs": [tensor(shape=[2, 4], data=[SETOSA])]}, "1 rows"),
-    ("ragged", {"inputs": [tensor(shape=[2, 4], data=[SETOSA, [1.0]])]}, "row 1"),
-    ("too-deep", {"inputs": [tensor(data=[[SETOSA]])]}, "flat or nested"),
+    ("rows-vs-shape", {"inputs": [tensor(shape=[2, 4], data=[SETOSA])]}, "needs 8"),
+    ("ragged", {"inputs": [tensor(shape=[2, 4], data=[SETOSA, [1.0]])]}, "needs 8"),
+    ("too-deep", {"inputs": [tensor(data=[[SETOSA]])]}, "needs 4"),
     ("empty-batch", {"inputs": [tensor(shape=[0, 4], data=[])]}, "at least one row"),
-    ("string-value", {"inputs": [tensor(data=["5.1", 3.5, 1.4, 0.2])]}, "flat or nested"),
-    ("bool-value", {"inputs": [tensor(data=[True, 3.5, 1.4, 0.2])]}, "flat or nested"),
-    ("null-value", {"inputs": [tensor(data=[None, 3.5, 1.4, 0.2])]}, "flat or nested"),
+    ("string-value", {"inputs": [tensor(data=["5.1", 3.5, 1.4, 0.2])]}, "'X' expects a number"),
+    ("bool-value", {"inputs": [tensor(data=[True, 3.5, 1.4, 0.2])]}, "expects a number; got bool"),
+    ("null-value", {"inputs": [tensor(data=[None, 3.5, 1.4, 0.2])]}, "got NoneType"),
     ("float32-overflow", {"inputs": [tensor(data=[1e39, 3.5, 1.4, 0.2])]}, "float32"),
     ("unknown-output", {"inputs": [tensor()], "outputs": [{"name": "logits"}]}, "unknown output"),
     ("duplicate-output", {"inputs": [tensor()], "outputs": [{"name": "label"}] * 2}, "twice"),
@@ -230,7 +230,7 @@ def test_model_fault_is_500_without_details(
     def broken(_features: Any) -> Any:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(app.state.dataplane.model, "predict_proba", broken)
+    monkeypatch.setattr(app.state.dataplane.model, "predict", broken)
     response = client.post(INFER, json=infer_body(SETOSA))
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error"}

@@ -61,7 +61,7 @@ def test_get_endpoints_answer_json(client: TestClient, path: str) -> None:
 def test_model_metadata_derived_from_model(client: TestClient, dataplane: DataPlane) -> None:
     body = client.get(f"/v2/models/{MODEL}").json()
     sig = dataplane.model.signature
-    assert body["inputs"] == [{"name": sig.input_name, "datatype": "FP32", "shape": [-1, 4]}]
+    assert body["inputs"] == [{"name": sig.inputs[0].name, "datatype": "FP32", "shape": [-1, 4]}]
     assert body["outputs"][0] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}
 
 

@@ -62,7 +62,23 @@ def test_model_metadata(client: triton.InferenceServerClient) -> None:
     (tensor,) = metadata["inputs"]
     assert (tensor["datatype"], tensor["shape"]) == ("FP32", [-1, 4])
     outputs = {o["name"]: (o["datatype"], o["shape"]) for o in metadata["outputs"]}
-    assert outputs == {"probabilities": ("FP32", [-1, 3]), "label": ("BYTES", [-1])}
+    assert outputs == {
+        "probabilities": ("FP32", [-1, 3]),
+        "label": ("BYTES", [-1]),
+        # グラフの出力そのもの（名前が導いた出力と重なるので graph: を付ける）
+        "graph:label": ("INT64", [-1]),
+        "graph:probabilities": ("FP32", [-1, 3]),
+    }
+
+
+def test_graph_outputs_by_name(client: triton.InferenceServerClient, input_name: str) -> None:
+    """グラフの出力（分類器のクラスのコード）も名前で求められる。"""
+    tensor = triton.InferInput(input_name, list(ROWS.shape), "FP32")
+    tensor.set_data_from_numpy(ROWS)
+    outputs = [triton.InferRequestedOutput("graph:label"), triton.InferRequestedOutput("label")]
+    result = client.infer(MODEL, [tensor], outputs=outputs)
+    assert result.as_numpy("graph:label").tolist() == [0, 1, 2]
+    assert [v.decode() for v in result.as_numpy("label")] == ["setosa", "versicolor", "virginica"]
 
 
 @pytest.mark.parametrize("binary_input", [True, False], ids=["bin-in", "json-in"])

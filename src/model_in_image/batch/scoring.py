@@ -98,6 +98,8 @@ class BatchScorer:
         for number, item in zip(chunk.numbers, chunk.items, strict=True):
             try:
                 row = fmt.parse_one(item)
+                if isinstance(row, np.ndarray):  # Parquet の行は配列：検証は値のリストで行う
+                    row = row.tolist()
                 self._dataplane.validate([row], loc=())
             except RowError as exc:
                 self._reject(fmt, number, item, exc.column, exc.reason, valid)

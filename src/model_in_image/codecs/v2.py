@@ -158,29 +158,36 @@ def decode_request(json_part: bytes) -> WireRequest:
         raise bad_request(f"invalid inference request: {exc}") from None
 
 
-def requested_outputs(request: WireRequest, names: Sequence[str]) -> list[tuple[str, bool]]:
-    """返す出力の (名前, バイナリか)。outputs が無ければ全出力。"""
+def requested_outputs(
+    request: WireRequest, names: Sequence[str], available: Sequence[str] | None = None
+) -> list[tuple[str, bool]]:
+    """返す出力の (名前, バイナリか)。outputs が無ければ既定の出力（names）。"""
     default_binary = request.parameters.binary_data_output if request.parameters else False
     requested = None
     if request.outputs:
         requested = [
             (o.name, o.parameters.binary_data if o.parameters else None) for o in request.outputs
         ]
-    return select_outputs(requested, default_binary, names)
+    return select_outputs(requested, default_binary, names, available)
 
 
 def select_outputs(
     requested: Sequence[tuple[str, bool | None]] | None,
     default_binary: bool,
     names: Sequence[str],
+    available: Sequence[str] | None = None,
 ) -> list[tuple[str, bool]]:
-    """要求された (名前, binary_data) から返す出力を決める（無ければ全出力、REST と gRPC 共通）。"""
+    """要求された (名前, binary_data) から返す出力を決める（REST と gRPC 共通）。
+
+    無ければ既定の出力（names）。求められる名前は available（省略時は names）。
+    """
     if not requested:
         return [(name, default_binary) for name in names]
+    allowed = names if available is None else available
     selected: list[tuple[str, bool]] = []
     for name, flag in requested:
-        if name not in names:
-            raise bad_request(f"unknown output: {name!r} (the model has {', '.join(names)})")
+        if name not in allowed:
+            raise bad_request(f"unknown output: {name!r} (the model has {', '.join(allowed)})")
         if any(name == chosen for chosen, _ in selected):
             raise bad_request(f"output {name!r} is requested twice")
         selected.append((name, default_binary if flag is None else flag))

@@ -54,44 +54,73 @@ class OutputTensor:
         return self.values.tobytes()
 
 
-class OutputCatalog:
-    """モデルが V2 で返す出力の一覧と、その計算。
+# グラフの出力名が導いた出力（probabilities・label）と重なるときに、グラフの出力を指す接頭辞
+GRAPH_PREFIX = "graph:"
 
-    クラス名か確率を持つモデル：主の出力（確率なら probabilities）と label（クラス名）。
-    ほかのモデル（回帰・テンソル）：グラフの出力をその名前のまま。
+
+class OutputCatalog:
+    """モデルが V2 で返せる出力の一覧（available）、既定で返す出力（names）、その計算。
+
+    導いた出力：確率を出すモデルは probabilities（ZipMap も [N, C]、後処理の後）、クラス名の
+    あるモデルは label（最尤クラスの名前）。グラフの出力はすべてその名前のまま（そのままの値）。
+    名前が導いた出力と重なるグラフの出力は "graph:" を付けた名前で返す（例: graph:label は
+    分類器のグラフが出すクラスのコード）。既定：分類器と確率のネットは probabilities と label、
+    ロジットのネットはロジットと label、ほか（回帰・テンソル）はグラフの全出力。
     """
 
     def __init__(self, dataplane: DataPlane) -> None:
         model = dataplane.model
         self.dataplane = dataplane
-        self.virtual = model.gives_probabilities or dataplane.classes is not None
-        self.primary = PROBABILITIES if model.gives_probabilities else model.heads.primary
         sample = dataplane.sample_values
-        entries: list[tuple[str, str, list[int]]] = []
-        if self.virtual:
-            entries.append((self.primary, datatype_of(sample), [-1, *sample.shape[1:]]))
-            if dataplane.classes is not None:
-                entries.append((LABEL, "BYTES", [-1]))
-        else:
-            for spec in model.signature.outputs:
-                dims = [-1 if d is None else d for d in spec.shape]
-                if spec.name == model.heads.primary:
-                    dims = [-1, *sample.shape[1:]]
-                entries.append((spec.name, _spec_datatype(spec), [-1, *dims[1:]]))
-        self.entries = tuple(entries)
-        self.names = tuple(name for name, _, _ in entries)
+        derived: list[tuple[str, str, list[int]]] = []
+        if model.gives_probabilities:
+            derived.append((PROBABILITIES, datatype_of(sample), [-1, *sample.shape[1:]]))
+        if dataplane.classes is not None:
+            derived.append((LABEL, "BYTES", [-1]))
+        taken = {name for name, _, _ in derived}
+        # 公開名 → グラフの出力名
+        self._graph: dict[str, str] = {}
+        graph: list[tuple[str, str, list[int]]] = []
+        for spec in model.signature.outputs:
+            public = GRAPH_PREFIX + spec.name if spec.name in taken else spec.name
+            self._graph[public] = spec.name
+            graph.append((public, _spec_datatype(spec), _spec_shape(spec, model.num_classes)))
+        self.entries = tuple(derived + graph)
+        self.available = tuple(name for name, _, _ in self.entries)
+        if not derived:
+            defaults = [name for name, _, _ in graph]
+        elif model.gives_probabilities:
+            defaults = [name for name, _, _ in derived]
+        else:  # ロジットのネット：ロジットそのものとクラス名
+            defaults = [_public(self._graph, model.heads.primary), LABEL]
+        self.names = tuple(defaults)
 
     def compute(self, feeds: Feeds, outputs: Sequence[tuple[str, bool]]) -> list[OutputTensor]:
-        """推論して要求された出力を順に作る。"""
+        """推論して要求された出力を順に作る（グラフの出力を求められたときだけ全出力を読む）。"""
         dataplane = self.dataplane
-        if self.virtual:
-            values = dataplane.predict(feeds)
-            result: dict[str, Array | list[str]] = {self.primary: values}
-            if any(name == LABEL for name, _ in outputs):
-                result[LABEL] = dataplane.labels_of(values)
+        graph = [name for name, _ in outputs if name in self._graph]
+        result: dict[str, Array | list[str]] = {}
+        if graph:
+            values, raw = dataplane.infer(feeds)
+            for name in graph:
+                result[name] = raw[self._graph[name]]
         else:
-            result = dict(dataplane.infer(feeds))
+            values = dataplane.predict(feeds)
+        result[PROBABILITIES] = values
+        if any(name == LABEL for name, _ in outputs):
+            result[LABEL] = dataplane.labels_of(values)
         return [tensor_of(name, result[name]) for name, _ in outputs]
+
+
+def _public(graph: dict[str, str], name: str) -> str:
+    return next(public for public, own in graph.items() if own == name)
+
+
+def _spec_shape(spec: TensorSpec, num_classes: int | None) -> list[int]:
+    """メタデータの形（バッチは -1。ZipMap は [-1, クラス数]）。"""
+    if not spec.is_tensor:
+        return [-1, num_classes or -1]
+    return [-1, *(-1 if d is None else d for d in spec.shape[1:])]
 
 
 def _spec_datatype(spec: TensorSpec) -> str:

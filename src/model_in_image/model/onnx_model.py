@@ -158,8 +158,10 @@ class OnnxModel:
 
     def _class_codes(self, probe: list[Any] | None) -> tuple[str, ...] | None:
         count = self.num_classes
-        if self.kind is not ModelKind.CLASSIFIER or count is None:
+        if count is None:
             return None
+        if self.kind is not ModelKind.CLASSIFIER:  # クラスの情報の無いネット：列の番号
+            return tuple(str(i) for i in range(count))
         if self.graph.classes is not None and len(self.graph.classes) == count:
             return self.graph.classes
         if self.heads.zipmap and probe is not None:
@@ -216,21 +218,23 @@ class OnnxModel:
             values = values.reshape(-1)
         return values
 
-    def infer(self, feeds: Feeds) -> dict[str, Array]:
-        """すべての出力（V2 用。ZipMap は [N, C] の確率にする）。"""
+    def infer(self, feeds: Feeds) -> tuple[Array, dict[str, Array]]:
+        """/predict の値と、グラフのすべての出力をそのまま（ZipMap は [N, C] の確率にする）。"""
         outputs = self.run(feeds)
         result: dict[str, Array] = {}
+        values: Array | None = None
         for spec, raw in zip(self.signature.outputs, outputs, strict=True):
             if spec.name == self.heads.primary:
-                result[spec.name] = self.finish(raw)
-            elif isinstance(raw, list):
+                values = self.finish(raw)
+            if isinstance(raw, list):
                 result[spec.name] = np.array([list(r.values()) for r in raw], dtype=np.float32)
             else:
                 value = np.asarray(raw)
                 if value.dtype.kind == "f":
                     check_finite(value)
                 result[spec.name] = value
-        return result
+        assert values is not None  # 主の出力は必ずグラフの出力の 1 つ
+        return values, result
 
     def describe(self) -> str:
         """ログ用の 1 行。"""
