@@ -17,6 +17,10 @@ ARG MODEL_NAME=iris_svc
 ARG MODEL_SHA256=d0743bea48b6cf0b837c4799d5db4ee5226260102fe2a04ef96f0fee95861b9c
 ARG MODEL_CLASSES='["setosa","versicolor","virginica"]'
 ARG MODEL_INPUT_WIDTH=4
+# ラベルファイルのイメージの中の場所（クラス名をグラフから取るモデル・クラスの無いモデルは空）
+ARG MODEL_LABELS=/model_in_image_pattern/models/label.json
+# ロジットを確率にする後処理（none・softmax・sigmoid。カードに記録したものと同じ）
+ARG MODEL_POSTPROCESS=none
 
 # ---- deps：uv（PyPI から）で uv.lock どおりの依存関係だけの仮想環境を作り、削る ----
 FROM ${BASE_IMAGE} AS deps
@@ -78,17 +82,22 @@ ARG MODEL_NAME
 ARG MODEL_SHA256
 ARG MODEL_CLASSES
 ARG MODEL_INPUT_WIDTH
-COPY models/${MODEL_FILE} models/label.json models/model_card.json ./models/
+ARG MODEL_LABELS
+ARG MODEL_POSTPROCESS
+# ビルドの文脈の models/ はモデル・カード・（あれば）ラベルだけ
+COPY models/ ./models/
 COPY scripts/image/bytecode.py /opt/build/
 # サーバーが拒む組・記録する値と食い違う組は `model refused: 理由` でビルド失敗。
 # 通ったらそのモデルでサーバーを起動して全ルートを呼び、読み込まれたモジュールを記録する
 # （サーバーのログは失敗したときだけ表示する）
 RUN .venv/bin/model-in-image card --check models/model_card.json \
-        --model "models/${MODEL_FILE}" --labels models/label.json \
+        --model "models/${MODEL_FILE}" ${MODEL_LABELS:+--labels "$MODEL_LABELS"} \
         --expect "MODEL_FILE=${MODEL_FILE}" --expect "MODEL_NAME=${MODEL_NAME}" \
         --expect "MODEL_SHA256=${MODEL_SHA256}" --expect "MODEL_CLASSES=${MODEL_CLASSES}" \
-        --expect "MODEL_INPUT_WIDTH=${MODEL_INPUT_WIDTH}" >/dev/null \
-    && { MODEL_FILEPATH="models/${MODEL_FILE}" LABEL_FILEPATH=models/label.json \
+        --expect "MODEL_INPUT_WIDTH=${MODEL_INPUT_WIDTH}" \
+        --expect "MODEL_POSTPROCESS=${MODEL_POSTPROCESS}" >/dev/null \
+    && { MODEL_FILEPATH="models/${MODEL_FILE}" LABEL_FILEPATH="${MODEL_LABELS}" \
+        MODEL_POSTPROCESS="${MODEL_POSTPROCESS}" \
         .venv/bin/python3 /opt/build/bytecode.py record /opt/build/loaded-modules.txt \
         >/tmp/record.log || { cat /tmp/record.log; exit 1; }; }
 
@@ -118,13 +127,17 @@ ARG MODEL_NAME
 ARG MODEL_SHA256
 ARG MODEL_CLASSES
 ARG MODEL_INPUT_WIDTH
+ARG MODEL_LABELS
+ARG MODEL_POSTPROCESS
+# イメージが自分のモデルの場所を持つ（Kubernetes のマニフェストはモデルごとに直さなくてよい）
 ENV PATH=/model_in_image_pattern/.venv/bin:${PATH} \
     VIRTUAL_ENV=/model_in_image_pattern/.venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     ORT_DISABLE_TELEMETRY=1 \
     MODEL_FILEPATH=/model_in_image_pattern/models/${MODEL_FILE} \
-    LABEL_FILEPATH=/model_in_image_pattern/models/label.json \
+    LABEL_FILEPATH=${MODEL_LABELS} \
+    MODEL_POSTPROCESS=${MODEL_POSTPROCESS} \
     MODEL_NAME=${MODEL_NAME} \
     MODEL_SHA256=${MODEL_SHA256} \
     HOST=0.0.0.0 \
@@ -158,4 +171,5 @@ LABEL org.opencontainers.image.title="model-in-image" \
       io.model-in-image.model.sha256="${MODEL_SHA256}" \
       io.model-in-image.model.classes="${MODEL_CLASSES}" \
       io.model-in-image.model.input-width="${MODEL_INPUT_WIDTH}" \
+      io.model-in-image.model.postprocess="${MODEL_POSTPROCESS}" \
       io.model-in-image.sbom="/model_in_image_pattern/.venv/sbom.cdx.json"

@@ -9,6 +9,8 @@ OFFLINE_BASE_IMAGE ?= model-in-image-base:bookworm
 # label.json と model_card.json（カードが無ければ make image が作る）。MODEL_SHA256 を渡せば照合する
 MODEL_FILE ?= models/iris_svc.onnx
 LABEL_FILE ?=
+# ロジットのネットを確率で提供する後処理（softmax・sigmoid。空なら none）
+POSTPROCESS ?=
 CARD_FILE ?=
 MODEL_SHA256 ?=
 
@@ -19,8 +21,9 @@ VCS_REF ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git di
 DOCKER_NETWORK ?= $(shell $(DOCKER) network inspect bridge >/dev/null 2>&1 || echo host)
 
 .PHONY: image
-image: install ## イメージを作る（MODEL_FILE= LABEL_FILE= で持ち込みモデル、IMAGE= でタグ、BASE_IMAGE= で土台）
+image: install ## イメージを作る（MODEL_FILE= [LABEL_FILE=] [POSTPROCESS=] で持ち込みモデル、IMAGE= でタグ、BASE_IMAGE= で土台）
 	@MODEL_FILE="$(MODEL_FILE)" LABEL_FILE="$(LABEL_FILE)" CARD_FILE="$(CARD_FILE)" \
+		POSTPROCESS="$(POSTPROCESS)" \
 		MODEL_SHA256="$(MODEL_SHA256)" IMAGE="$(IMAGE)" BASE_IMAGE="$(BASE_IMAGE)" \
 		VERSION="$(VERSION)" VCS_REF="$(VCS_REF)" DOCKER="$(DOCKER)" \
 		DOCKER_NETWORK="$(DOCKER_NETWORK)" MII="$(RUN) model-in-image" \

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# make image の本体：ONNX の分類器（リポジトリの外のファイルでもよい）を焼き込んだイメージを作る。
+# make image の本体：ONNX モデル（分類器・回帰・ネットなど。リポジトリの外のファイルでもよい）を
+# 焼き込んだイメージを作る。
 #   1. モデルカードが無ければ作る（model-in-image card：サーバーの起動と同じ規則で読み込む）
 #   2. モデル・ラベル・カードの組を確かめ、イメージに記録する値（ファイル名・モデル名・sha256・
 #      クラス・入力幅）を得る（model-in-image card --check）
 #   3. ビルドに要るもの（Dockerfile・uv.lock・src・scripts/image）とモデルだけを一時ディレクトリに
 #      集めて docker build する。ビルドの中でも同じ検査をもう一度通す
 # サーバーが拒むモデルは `model refused: 理由` の 1 行で失敗する。
+# ラベルファイルは任意（無ければグラフのクラス名。既定はモデルと同じディレクトリの label.json が
+# あればそれ）。POSTPROCESS=softmax|sigmoid はロジットを確率にする（カードに記録する）。
 #   MODEL_FILE=path/to/model.onnx LABEL_FILE=path/to/labels.json IMAGE=name:tag bash scripts/build-image.sh
 set -euo pipefail
 
 MODEL_FILE="${MODEL_FILE:-models/iris_svc.onnx}"
-LABEL_FILE="${LABEL_FILE:-$(dirname "$MODEL_FILE")/label.json}"
+LABEL_FILE="${LABEL_FILE:-}"
+POSTPROCESS="${POSTPROCESS:-}"
 CARD_FILE="${CARD_FILE:-$(dirname "$MODEL_FILE")/model_card.json}"
 MODEL_SHA256="${MODEL_SHA256:-}"
 IMAGE="${IMAGE:-model-in-image-pattern:v1.0}"
@@ -26,7 +30,11 @@ log() { echo "[image] $*" >&2; }
 fail() { echo "[image] $*" >&2; exit 1; }
 
 [[ -f "$MODEL_FILE" ]] || fail "model file not found: $MODEL_FILE"
-[[ -f "$LABEL_FILE" ]] || fail "label file not found: $LABEL_FILE (set LABEL_FILE)"
+if [[ -n "$LABEL_FILE" ]]; then
+  [[ -f "$LABEL_FILE" ]] || fail "label file not found: $LABEL_FILE"
+elif [[ -f "$(dirname "$MODEL_FILE")/label.json" ]]; then
+  LABEL_FILE="$(dirname "$MODEL_FILE")/label.json"
+fi
 model_name=$(basename "$MODEL_FILE")
 # Dockerfile の COPY と環境変数にそのまま使うので、ファイル名は英数字と . _ - だけ
 [[ "$model_name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] ||
@@ -38,19 +46,28 @@ trap 'rm -rf "$ctx"' EXIT
 
 mkdir -p "$ctx/models" "$ctx/scripts"
 install -m 0644 "$MODEL_FILE" "$ctx/models/$model_name"
-install -m 0644 "$LABEL_FILE" "$ctx/models/label.json"
+labels=()
+image_labels=""
+if [[ -n "$LABEL_FILE" ]]; then
+  install -m 0644 "$LABEL_FILE" "$ctx/models/label.json"
+  labels=(--labels "$ctx/models/label.json")
+  image_labels=/model_in_image_pattern/models/label.json
+else
+  log "no label file: class names come from the model itself"
+fi
 if [[ -f "$CARD_FILE" ]]; then
   install -m 0644 "$CARD_FILE" "$ctx/models/model_card.json"
 else
   log "no model card at $CARD_FILE: creating one (model-in-image card)"
-  "${MII[@]}" card --model "$ctx/models/$model_name" --labels "$ctx/models/label.json" \
-    --output "$ctx/models/model_card.json"
+  "${MII[@]}" card --model "$ctx/models/$model_name" "${labels[@]}" \
+    ${POSTPROCESS:+--postprocess "$POSTPROCESS"} --output "$ctx/models/model_card.json"
   chmod 0644 "$ctx/models/model_card.json"
 fi
 
 check=("${MII[@]}" card --check "$ctx/models/model_card.json"
-  --model "$ctx/models/$model_name" --labels "$ctx/models/label.json")
+  --model "$ctx/models/$model_name" "${labels[@]}")
 [[ -n "$MODEL_SHA256" ]] && check+=(--expect "MODEL_SHA256=$MODEL_SHA256")
+[[ -n "$POSTPROCESS" ]] && check+=(--expect "MODEL_POSTPROCESS=$POSTPROCESS")
 facts=$("${check[@]}") || exit 1
 build_args=()
 while IFS= read -r line; do
@@ -70,6 +87,7 @@ set +e
   --build-arg "BASE_IMAGE=$BASE_IMAGE" \
   --build-arg "VERSION=$VERSION" \
   --build-arg "VCS_REF=$VCS_REF" \
+  --build-arg "MODEL_LABELS=$image_labels" \
   "${build_args[@]}" \
   -t "$IMAGE" "$ctx" 2>&1 | tee "$ctx/build.log"
 status=${PIPESTATUS[0]}
@@ -78,6 +96,11 @@ if [[ $status -ne 0 ]]; then
   # ビルドの中で拒まれたなら、その理由を最後にもう一度 1 行で示す
   # （旧ビルダーは RUN の標準エラーを色付きで出すので、色の制御文字を外して探す）
   sed 's/\x1b\[[0-9;]*m//g' "$ctx/build.log" | grep '^model refused: ' | tail -n1 >&2 || true
+  if grep -qiE 'pull access denied|failed to resolve source metadata|dial tcp|no such host|TLS handshake|i/o timeout' "$ctx/build.log" &&
+    ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    log "the base image $BASE_IMAGE cannot be pulled here: build one offline with" \
+      "'make base-image-offline' and run 'make image BASE_IMAGE=model-in-image-base:bookworm'"
+  fi
   exit "$status"
 fi
 "$DOCKER" image inspect --format \

@@ -24,6 +24,7 @@ from model_in_image import __version__
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelLoadError, ModelServerError
 from model_in_image.loading import load_dataplane, open_dataplane
+from model_in_image.model.kinds import Postprocess
 from model_in_image.modelcard import ModelCard, reference_statistics
 from model_in_image.settings import Settings
 
@@ -83,6 +84,7 @@ class ModelFacts:
             "MODEL_SHA256": self.sha256,
             "MODEL_CLASSES": classes_json(self.classes) if self.classes is not None else "",
             "MODEL_INPUT_WIDTH": str(self.input_width) if self.input_width is not None else "",
+            "MODEL_POSTPROCESS": self.postprocess,
         }
 
 
@@ -98,13 +100,14 @@ def create_card(
     name: str | None = None,
     sample: list[Any] | None = None,
     reference: Path | None = None,
+    postprocess: Postprocess = Postprocess.NONE,
 ) -> ModelCard:
     """どこかで学習したモデルのカードを作る（サーバーが拒むモデルなら ModelLoadError）。
 
     サンプルは指定が無ければ参照データの先頭行、それも無ければ 0 の 1 行（どちらもモデルが
     受け付けることをウォームアップで確かめる）。参照データがあれば特徴量ごとの参照分布を付ける。
     """
-    probe = open_dataplane(model, labels, name=name or model.stem)
+    probe = open_dataplane(model, labels, name=name or model.stem, postprocess=postprocess)
     facts = ModelFacts.of(probe, name or model.stem)
     width = facts.input_width
     if reference is not None and width is None:
@@ -117,7 +120,12 @@ def create_card(
         sample = [data[0].tolist()] if data is not None else probe.sample
     # サーバーの起動と同じウォームアップ：サンプルを検証して推論する
     dataplane = open_dataplane(
-        model, labels, name=facts.name, sample=sample, max_rows=MAX_SAMPLE_ROWS
+        model,
+        labels,
+        name=facts.name,
+        sample=sample,
+        max_rows=MAX_SAMPLE_ROWS,
+        postprocess=postprocess,
     )
     names = feature_names or [f"x{i}" for i in range(width or 0)]
     return ModelCard(
@@ -176,26 +184,31 @@ def _header(row: list[str]) -> list[str] | None:
     return None
 
 
-def parse_sample(text: str) -> list[list[float]]:
-    """--sample の JSON（SAMPLE_DATA と同じ [[...], ...]）を行のリストにする。"""
+def parse_sample(text: str) -> list[Any]:
+    """--sample の JSON（SAMPLE_DATA と同じ行のリスト）。行の型と形はモデルが確かめる。
+
+    1 入力のモデルは行がその入力の値（[[5.1, 3.5]]、[["great product"]]）、複数入力のモデルは
+    入力名をキーとするオブジェクト（[{"age": 55, "plan": "basic"}]）。
+    """
     try:
-        rows = msgspec.json.decode(text, type=list[list[float]])
+        rows = msgspec.json.decode(text, type=list[Any])
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CardInputError(
-            f"--sample must be JSON rows of numbers like [[5.1, 3.5]]: {exc}"
+            f"--sample must be a JSON list of rows like [[5.1, 3.5]]: {exc}"
         ) from exc
-    if not rows or not all(rows):
+    if not rows or not all(row not in ([], {}) for row in rows):
         raise CardInputError("--sample must have at least one non-empty row")
     return rows
 
 
 def check_model(
-    model: Path, labels: Path, card_path: Path, expected: Mapping[str, str] | None = None
+    model: Path, labels: Path | None, card_path: Path, expected: Mapping[str, str] | None = None
 ) -> ModelFacts:
     """イメージに焼き込む組をサーバーの起動と同じ読み込みで確かめ、記録する値を返す。
 
     モデルカードはモデルから導いた値（入力幅・クラス・入力名・型・出力形式）と、expected
     （Dockerfile の ARG）は記録する値と一致しなければならない。違えば ModelLoadError。
+    後処理はカードに記録したもの（--expect MODEL_POSTPROCESS=... で確かめられる）。
     """
     expected = dict(expected or {})
     settings = Settings(
@@ -205,6 +218,7 @@ def check_model(
         model_sha256=expected.get("MODEL_SHA256") or None,
         model_name=None,
         sample_data=None,
+        model_postprocess=_card_postprocess(card_path),
     )
     dataplane = load_dataplane(settings)
     card = dataplane.card
@@ -214,6 +228,14 @@ def check_model(
     _check_card(card, facts)
     _check_expected(expected, facts)
     return facts
+
+
+def _card_postprocess(card_path: Path) -> Postprocess:
+    """カードに記録した後処理（カードが読めなければ none。読めない理由は読み込みが示す）。"""
+    try:
+        return Postprocess(ModelCard.read(card_path).postprocess or Postprocess.NONE)
+    except (ModelLoadError, ValueError):
+        return Postprocess.NONE
 
 
 def _check_card(card: ModelCard, facts: ModelFacts) -> None:
@@ -269,7 +291,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """`card` サブコマンドの引数。"""
     card = sub.add_parser("card", help="どこかで学習したモデルのモデルカードを作る・確かめる")
     card.add_argument("--model", type=Path, required=True, help="ONNX モデル")
-    card.add_argument("--labels", type=Path, required=True, help='ラベル（{"0": "名前", ...}）')
+    card.add_argument(
+        "--labels",
+        type=Path,
+        help='ラベル（{"0": "名前", ...}。省略するとグラフのクラス名、クラスの無いモデルは不要）',
+    )
+    card.add_argument(
+        "--postprocess",
+        type=Postprocess,
+        choices=list(Postprocess),
+        default=Postprocess.NONE,
+        help="ロジットを確率にする後処理（カードに記録し、イメージはそれで起動する）",
+    )
     card.add_argument("--sample", help="サンプル入力の JSON（例 [[5.1, 3.5, 1.4, 0.2]]）")
     card.add_argument("--reference", type=Path, help="参照データの CSV（特徴量ごとの参照分布）")
     card.add_argument("--name", help="モデル名（既定はモデルファイル名の stem）")
@@ -305,7 +338,12 @@ def main(args: argparse.Namespace) -> int:
             return 0
         sample = parse_sample(args.sample) if args.sample is not None else None
         card = create_card(
-            args.model, args.labels, name=args.name, sample=sample, reference=args.reference
+            args.model,
+            args.labels,
+            name=args.name,
+            sample=sample,
+            reference=args.reference,
+            postprocess=args.postprocess,
         )
         target = args.output or args.model.with_name("model_card.json")
         if str(target) == "-":

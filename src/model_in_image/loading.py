@@ -9,6 +9,7 @@ from typing import Any
 from model_in_image.dataplane import DataPlane, Limits
 from model_in_image.errors import ModelLoadError
 from model_in_image.model.classes import resolve_classes
+from model_in_image.model.kinds import Postprocess
 from model_in_image.model.onnx_model import OnnxModel, zero_feeds
 from model_in_image.modelcard import ModelCard
 from model_in_image.runtime import load_labels, model_sha256
@@ -68,6 +69,7 @@ def open_dataplane(
     name: str,
     sample: list[Any] | None = None,
     max_rows: int = 1000,
+    postprocess: Postprocess = Postprocess.NONE,
 ) -> DataPlane:
     """モデルカードを読まずにデータプレーンを作る（card・train が使う。検証は起動と同じ）。"""
     settings = Settings(
@@ -77,6 +79,7 @@ def open_dataplane(
         model_name=name,
         sample_data=sample,
         max_batch_rows=max_rows,
+        model_postprocess=postprocess,
     )
     return load_dataplane(settings, card=False)
 

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
             raise ValueError("MODEL_SHA256 must be 64 hexadecimal characters")
         return text
 
+    @field_validator("label_filepath", "model_card_filepath", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: Any) -> Any:
+        """空文字は未指定（ラベルの無いモデルのイメージは LABEL_FILEPATH を空にする）。"""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("model_name", mode="before")
     @classmethod
     def _empty_name_is_none(cls, value: Any) -> Any:

@@ -71,7 +71,7 @@ def test_existing_card_is_not_overwritten(
 def test_bad_sample_is_an_input_error(model_path: Path, label_path: Path, capsys: Capture) -> None:
     args = ["--model", str(model_path), "--labels", str(label_path), "--output", "-"]
     assert _card(*args, "--sample", "[[1, 2") == 1
-    assert capsys.readouterr().err.startswith("error: --sample must be JSON rows of numbers")
+    assert capsys.readouterr().err.startswith("error: --sample must be a JSON list of rows")
 
 
 def test_check_prints_build_arguments(

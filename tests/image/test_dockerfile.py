@@ -28,7 +28,8 @@ def test_plain_docker_build_defaults_describe_the_project_model() -> None:
 
 
 def test_every_model_argument_reaches_the_check_and_the_labels() -> None:
-    for name in ("MODEL_FILE", "MODEL_NAME", "MODEL_SHA256", "MODEL_CLASSES", "MODEL_INPUT_WIDTH"):
+    names = ("MODEL_FILE", "MODEL_NAME", "MODEL_SHA256", "MODEL_CLASSES", "MODEL_INPUT_WIDTH")
+    for name in (*names, "MODEL_POSTPROCESS"):
         assert f'--expect "{name}=${{{name}}}"' in DOCKERFILE
         assert f"${{{name}}}" in DOCKERFILE.split("\nLABEL ", 1)[1]
 

@@ -168,9 +168,10 @@ def test_model_paths_and_port_match_the_image(rendered: dict[str, list[Obj]]) ->
     exposed = {ln.split()[1].split("/")[0] for ln in stage if ln.upper().startswith("EXPOSE ")}
     for objects in rendered.values():
         env = env_values(container(objects))
-        for name in ("MODEL_FILEPATH", "LABEL_FILEPATH"):
-            if name in image_env:
-                assert env[name] == image_env[name], name
+        # モデルの場所はイメージの ENV だけが決める（マニフェストは上書きしない）
+        assert "MODEL_FILEPATH" in image_env
+        assert "LABEL_FILEPATH" in image_env
+        assert not {"MODEL_FILEPATH", "LABEL_FILEPATH"} & set(env)
         # コンテナのポート（http と grpc）はどれもイメージが EXPOSE する
         assert {str(p["containerPort"]) for p in container(objects)["ports"]} <= exposed
 

@@ -183,14 +183,16 @@ class TestSample:
     def test_accepted_forms(self, text: str) -> None:
         assert parse_sample(text)[0][:2] == [5.1, 3.5]
 
+    def test_rows_of_other_inputs_are_parsed_for_the_model_to_check(self) -> None:
+        """文字列の入力・複数入力のモデルのサンプルも読める（型と形はモデルが確かめる）。"""
+        assert parse_sample('[["great product"]]') == [["great product"]]
+        assert parse_sample('[{"age": 55, "plan": "basic"}]') == [{"age": 55, "plan": "basic"}]
+
     @pytest.mark.parametrize(
         ("text", "message"),
         [
-            ("[[1, 2", "must be JSON rows of numbers"),
-            ("[1, 2]", "must be JSON rows of numbers"),
-            ('{"data": [[1]]}', "must be JSON rows of numbers"),
-            ("[[1, true]]", "must be JSON rows of numbers"),
-            ('[[1, "2"]]', "must be JSON rows of numbers"),
+            ("[[1, 2", "must be a JSON list of rows"),
+            ('{"data": [[1]]}', "must be a JSON list of rows"),
             ("[]", "at least one non-empty row"),
             ("[[1], []]", "at least one non-empty row"),
         ],
@@ -213,6 +215,7 @@ class TestCheck:
             "MODEL_SHA256": sha256_of(model_path),
             "MODEL_CLASSES": json.dumps(IRIS, separators=(",", ":")),
             "MODEL_INPUT_WIDTH": "4",
+            "MODEL_POSTPROCESS": "none",
         }
         # 自分の出力を期待値として渡せば通る（書き方の違い：空白・大文字の sha256 は許す）
         expected = {**facts.build_args(), "MODEL_CLASSES": json.dumps(IRIS)}
