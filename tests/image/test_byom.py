@@ -220,3 +220,31 @@ def test_regressor_fails_make_image(image_builder: ImageBuilder, tmp_path: Path)
     # いまは出力 [N, 1] を 1 クラスと読み、ラベルの数で拒む（確率出力の検査が入ればそちらで）
     line = _one_refusal(proc.stdout + proc.stderr)
     assert "label file has 3 entries" in line or "probabilit" in line
+
+
+def test_regressor_without_a_label_file(image_builder: ImageBuilder, tmp_path: Path) -> None:
+    """クラスの無いモデル（回帰）もラベルファイルなしで焼き込め、同じ値を返す。"""
+    made = linear_regressor(tmp_path, width=3)
+    made.labels.unlink()
+    proc = image_builder.make_image(image_builder.tag("regressor"), MODEL_FILE=str(made.model))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "no label file" in proc.stderr
+    env = image_builder.env_for(image_builder.tag("regressor"))
+    labels = env.image_info["Config"]["Labels"]
+    assert labels["io.model-in-image.model.classes"] == ""
+    assert _env(env.image_info)["LABEL_FILEPATH"] == ""
+    launcher = Launcher(env)
+    try:
+        container = launcher.start()
+        meta = json.loads(http_get(container.port, "/metadata")[1])
+        assert meta["kind"] == "regressor"
+        rows = np.random.default_rng(7).normal(size=(ROWS, 3)).astype(np.float32)
+        status_code, body = http_post_json(container.port, "/predict", {"data": rows.tolist()})
+        assert status_code == 200, body
+        expected = made.estimator.predict(rows)
+        np.testing.assert_allclose(body["prediction"], expected, atol=1e-4, rtol=1e-5)
+        status_code, body = http_post_json(container.port, "/predict/label", {"data": [[0, 0, 0]]})
+        assert status_code == 400, body
+        assert "regressor: it has no class labels" in body["detail"]
+    finally:
+        launcher.remove_all()

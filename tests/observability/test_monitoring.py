@@ -199,3 +199,23 @@ def test_top_class_equals_max_and_argmax_with_ties(classes: int) -> None:
     np.testing.assert_array_equal(index, probabilities.argmax(axis=1))
     assert index[:10].tolist() == [0] * 10
     assert index[10:20].tolist() == [classes - 2] * 10
+
+
+def test_a_model_without_class_probabilities_has_no_class_metrics() -> None:
+    """回帰などのモデル：クラスの指標は作らず、値が 1 次元でも監視は失敗しない。"""
+    registry = CollectorRegistry()
+    reference = ReferenceStatistics.model_validate(
+        {
+            "rows": 3,
+            "features": [
+                {"name": "a", "min": 0.0, "max": 1.0, "edges": [0.5], "proportions": [0.5, 0.5]}
+            ],
+        }
+    )
+    monitor = PredictionMonitor(registry, None, reference, window_rows=10)
+    monitor.observe(np.array([[0.2], [2.0]]), np.array([10.5, -3.0]))
+    monitor.flush()
+    names = {metric.name for metric in registry.collect()}
+    assert not any("prediction" in name and "class" in name for name in names)
+    outside = [s for m in registry.collect() for s in m.samples if "out_of_range" in s.name]
+    assert sum(s.value for s in outside if s.name.endswith("_total")) == 1

@@ -25,6 +25,7 @@ from model_in_image.api.grpc_v2.server import GrpcServer
 from model_in_image.api.openapi import register_routes
 from model_in_image.api.probes import Probes
 from model_in_image.api.seed.endpoints import SeedAPI
+from model_in_image.api.v1.endpoints import V1API
 from model_in_image.api.v2.endpoints import V2API
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError
@@ -182,7 +183,7 @@ def create_app(settings: Settings, dataplane: DataPlane | None = None) -> ModelS
         # 末尾のスラッシュ違いは 307 で転送しない（Location にクライアントの Host を写さない）
         redirect_slashes=False,
     )
-    routes = [*seed.routes(), *Probes(state).routes(), *v2.routes()]
+    routes = [*seed.routes(), *Probes(state).routes(), *v2.routes(), *V1API(state).routes()]
     dispatcher = Dispatcher(
         routes,
         api,

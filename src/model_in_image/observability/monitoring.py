@@ -103,7 +103,7 @@ class PredictionMonitor:
     def __init__(
         self,
         registry: CollectorRegistry,
-        labels: Sequence[str],
+        labels: Sequence[str] | None,
         reference: ReferenceStatistics | None,
         *,
         window_rows: int,
@@ -113,14 +113,18 @@ class PredictionMonitor:
         self._features: list[FloatArray] = []
         self._probabilities: list[FloatArray] = []
         self._pending_rows = 0
-        predictions = Counter(PREDICTIONS, "予測したクラスの数", ["class"], registry=registry)
-        self._predicted = [predictions.labels(label) for label in labels]
-        self.confidence = Histogram(
-            CONFIDENCE,
-            "予測したクラスの確率（確率の最大値）",
-            buckets=CONFIDENCE_BUCKETS,
-            registry=registry,
-        )
+        # クラスの確率を出さないモデル（回帰・ロジット・テンソル）は labels=None：入力のドリフトだけ
+        self.classes = labels is not None
+        self._predicted: list[Any] = []
+        if labels is not None:
+            predictions = Counter(PREDICTIONS, "予測したクラスの数", ["class"], registry=registry)
+            self._predicted = [predictions.labels(label) for label in labels]
+            self.confidence = Histogram(
+                CONFIDENCE,
+                "予測したクラスの確率（確率の最大値）",
+                buckets=CONFIDENCE_BUCKETS,
+                registry=registry,
+            )
         if reference is None:
             return
         self.features = [ref.name or str(i) for i, ref in enumerate(reference.features)]
@@ -151,25 +155,30 @@ class PredictionMonitor:
         """推論 1 回の入力と確率を積む（参照だけ、コピーも計算もしない）。"""
         if self.reference is not None:
             self._features.append(features)
-        self._probabilities.append(probabilities)
+        elif not self.classes:
+            return
+        if self.classes:
+            self._probabilities.append(probabilities)
         self._pending_rows += len(probabilities)
-        if len(self._probabilities) >= MAX_PENDING_ARRAYS or self._pending_rows >= MAX_PENDING_ROWS:
+        pending = max(len(self._probabilities), len(self._features))
+        if pending >= MAX_PENDING_ARRAYS or self._pending_rows >= MAX_PENDING_ROWS:
             self.flush()
 
     def flush(self) -> None:
         """積んだ予測をメトリクスに反映し、ドリフトの窓を進める。"""
-        if not self._probabilities:
+        if not self._probabilities and not self._features:
             return
-        probabilities = np.concatenate(self._probabilities)
-        self._probabilities.clear()
         self._pending_rows = 0
-        top, index = top_class(probabilities)
-        predicted = np.bincount(index, minlength=len(self._predicted))
-        for child, count in zip(self._predicted, predicted.tolist(), strict=False):
-            if count:
-                child.inc(count)
-        observe_many(self.confidence, top)
-        if self.reference is not None:
+        if self._probabilities:
+            probabilities = np.concatenate(self._probabilities)
+            self._probabilities.clear()
+            top, index = top_class(probabilities)
+            predicted = np.bincount(index, minlength=len(self._predicted))
+            for child, count in zip(self._predicted, predicted.tolist(), strict=False):
+                if count:
+                    child.inc(count)
+            observe_many(self.confidence, top)
+        if self.reference is not None and self._features:
             features = np.concatenate(self._features)  # 型はそのまま（比較は float64 で行われる）
             self._features.clear()
             self._observe_features(features, self.reference)

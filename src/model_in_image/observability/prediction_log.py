@@ -63,15 +63,14 @@ def cloudevents(sample: Sample, *, model_name: str, labels: Sequence[str]) -> li
     }
     if sample.traceparent is not None:
         common["traceparent"] = sample.traceparent
-    probabilities = sample.probabilities.tolist()
-    predicted = [labels[row.index(max(row))] for row in probabilities]
+    values = sample.probabilities.tolist()
+    response: dict[str, Any] = {"predictions": values}
+    # クラス名のある [N, C] の値だけ最尤クラスを添える（回帰・テンソルは値だけ）
+    if labels and values and isinstance(values[0], list) and len(values[0]) == len(labels):
+        response["labels"] = [labels[row.index(max(row))] for row in values]
     return [
         {**common, "type": REQUEST_TYPE, "data": {"instances": sample.features.tolist()}},
-        {
-            **common,
-            "type": RESPONSE_TYPE,
-            "data": {"predictions": probabilities, "labels": predicted},
-        },
+        {**common, "type": RESPONSE_TYPE, "data": response},
     ]
 
 

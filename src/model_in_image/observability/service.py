@@ -58,9 +58,11 @@ class Observability:
             listeners.append(tracing.observe)
         if metrics is not None and settings.prediction_monitoring:
             reference = dataplane.card.reference if dataplane.card is not None else None
+            # クラスの指標は値が確率で、クラス名のあるモデルだけ
+            classes = dataplane.model.gives_probabilities and dataplane.classes is not None
             self.monitor = PredictionMonitor(
                 metrics.registry,
-                dataplane.labels,
+                dataplane.labels if classes else None,
                 reference,
                 window_rows=settings.drift_window_rows,
             )
