@@ -226,10 +226,11 @@ def test_regressor_without_a_label_file(image_builder: ImageBuilder, tmp_path: P
     """クラスの無いモデル（回帰）もラベルファイルなしで焼き込め、同じ値を返す。"""
     made = linear_regressor(tmp_path, width=3)
     made.labels.unlink()
-    proc = image_builder.make_image(image_builder.tag("regressor"), MODEL_FILE=str(made.model))
+    tag = image_builder.tag("regressor")
+    proc = image_builder.make_image(tag, MODEL_FILE=str(made.model))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "no label file" in proc.stderr
-    env = image_builder.env_for(image_builder.tag("regressor"))
+    env = image_builder.env_for(tag)
     labels = env.image_info["Config"]["Labels"]
     assert labels["io.model-in-image.model.classes"] == ""
     assert _env(env.image_info)["LABEL_FILEPATH"] == ""
