@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 
 import pytest
 
 from model_in_image.server import shared_port
-from model_in_image.transport.eventloop import reuseport_socket, worker_socket
+from model_in_image.transport.eventloop import Loop, reuseport_socket, worker_socket
 from support.apps import SettingsFactory
 from support.net import HOST, free_port
 
@@ -91,3 +92,28 @@ def test_shared_port_fails_on_a_port_held_without_reuseport(
         settings = make_settings(host=HOST, port=other.getsockname()[1], workers=2)
         with pytest.raises(OSError, match="in use"):
             shared_port(settings)
+
+
+def test_the_loop_listens_on_its_own_socket_and_leaves_the_parents_alone(
+    parent: socket.socket,
+) -> None:
+    """uvicorn が渡す親のソケットで create_server：Listener はワーカー専用のソケットで待ち受け、
+    閉じても親のソケットは開いたまま（listen もしない）。"""
+
+    async def scenario() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, sock=parent, backlog=16)
+        (own,) = server.sockets
+        separate = own is not parent and own.getsockname() == parent.getsockname()
+        listening = bool(own.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        server.close()
+        await server.wait_closed()
+        return separate, listening
+
+    loop = Loop()
+    try:
+        assert loop.run_until_complete(scenario()) == (True, True)
+    finally:
+        loop.close()
+    assert parent.fileno() >= 0
+    assert not parent.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
