@@ -121,11 +121,16 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=reg,
         )
-        self.rejections = Counter(
+        rejections = Counter(
             "model_in_image_requests_rejected",
-            "受け入れ制御（MAX_IN_FLIGHT_REQUESTS）で 503 にしたリクエスト数",
+            "受け入れ制御（MAX_IN_FLIGHT_REQUESTS）で断ったリクエスト数"
+            "（HTTP は 503、gRPC は RESOURCE_EXHAUSTED）",
+            ["protocol"],
             registry=reg,
         )
+        # 両方の系列を 0 から出しておく（最初の拒否の前から rate() が使える）
+        self._rejections_http = rejections.labels("http")
+        self._rejections_grpc = rejections.labels("grpc")
         info = Gauge(
             "model_in_image_model_info",
             "提供中のモデル（値は常に 1）",
@@ -135,7 +140,9 @@ class Metrics:
         )
         info.labels(model_name, model_sha256, version).set(1)
         self.active = 0  # 処理中のリクエスト数（反映時に in_flight へ）
-        self.rejected = 0  # 受け入れ制御で断った数（反映時に rejections へ）
+        # 受け入れ制御で断った数（反映時に rejected_total{protocol} へ）
+        self.rejected = 0  # HTTP
+        self.rejected_grpc = 0
         # 観測値は GC の追跡しない形（array と件数の辞書）で積む。リクエストごとのタプルを
         # リストに溜めた版では、負荷の最中に完全 GC（約 40 ms）が走り、1 ワーカーの p99 が跳ねた
         self._counts: dict[tuple[str, str, int], int] = {}
@@ -172,7 +179,10 @@ class Metrics:
         self.in_flight.set(self.active)
         rejected, self.rejected = self.rejected, 0
         if rejected:
-            self.rejections.inc(rejected)
+            self._rejections_http.inc(rejected)
+        rejected, self.rejected_grpc = self.rejected_grpc, 0
+        if rejected:
+            self._rejections_grpc.inc(rejected)
         for (route, method, status), count in counts.items():
             self.requests.labels(route, method, str(status)).inc(count)
         for (route, method), values in durations.items():

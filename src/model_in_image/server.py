@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from model_in_image.transport.connection import (
     GuardedHttpToolsProtocol,
     ServerConfig,
 )
+from model_in_image.transport.eventloop import reuseport_socket
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +101,31 @@ def serve(settings: Settings) -> int:
             sock.close()
         return 0 if server.started else STARTUP_FAILURE
     config.configure_logging()
+    try:
+        shared = shared_port(settings)
+    except OSError as exc:
+        logger.critical("start-up failed: cannot listen on port %d: %s", settings.port, exc)
+        return STARTUP_FAILURE
     with prometheus_multiprocess_dir():
-        supervisor = Supervisor(config, sockets=[config.bind_socket()])
+        supervisor = Supervisor(config, sockets=[shared])
         supervisor.run()
     return STARTUP_FAILURE if supervisor.startup_failed else 0
+
+
+def shared_port(settings: Settings) -> socket.socket:
+    """ワーカーが各自の待ち受けソケットで加わる SO_REUSEPORT のポート（親は bind するだけ）。
+
+    bind で使用中のポートを起動前に見つける。親は listen しないので、カーネルは接続を
+    ワーカーの待ち受けソケットだけに振り分ける（transport.eventloop.worker_socket）。
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = reuseport_socket(family, (settings.host, settings.port))
+    sock.set_inheritable(True)
+    host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
+    logger.info(
+        "listening on http://%s:%d (one socket per worker, SO_REUSEPORT)", host, settings.port
+    )
+    return sock
 
 
 class Supervisor(Multiprocess):

@@ -58,9 +58,10 @@ def probe_latencies(port: int, until: float, path: str) -> list[float]:
 
 
 def rejected_total(base_url: str) -> float:
-    """/metrics の model_in_image_requests_rejected_total。"""
+    """/metrics の model_in_image_requests_rejected_total{protocol="http"}。"""
     text = httpx.get(f"{base_url}/metrics", timeout=5.0).text
-    match = re.search(r"^model_in_image_requests_rejected_total (\S+)$", text, re.M)
+    pattern = r'^model_in_image_requests_rejected_total\{protocol="http"\} (\S+)$'
+    match = re.search(pattern, text, re.M)
     assert match, "rejected counter missing"
     return float(match.group(1))
 

@@ -1,4 +1,5 @@
-"""api.grpc_v2.server：誤り → 状態コード、メトリクス、チャネル引数、ライフスパンでの起動と停止。"""
+"""api.grpc_v2.server：誤り → 状態コード、メトリクス、メソッドの表と受け入れ制御、チャネル引数、
+ライフスパンでの起動と停止。"""
 
 from __future__ import annotations
 
@@ -12,19 +13,30 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model_in_image.api.app import create_app
+from model_in_image.api.grpc_v2 import admission
 from model_in_image.api.grpc_v2 import server as grpc_server
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from model_in_image.api.grpc_v2.server import GrpcServer, Observer, http_status, status_code
+from model_in_image.api.grpc_v2.server import (
+    Admission,
+    GrpcServer,
+    MethodTable,
+    Observer,
+    http_status,
+    status_code,
+)
+from model_in_image.api.grpc_v2.service import InferenceService
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import InvalidInputError, ModelServerError, NotReadyError
 from model_in_image.metrics import Metrics
 from model_in_image.state import ServerState
+from model_in_image.transport.connection import requests_in_flight
 from support.apps import SettingsFactory
 from support.grpc_v2 import CALL_TIMEOUT, NOT_SERVING, SERVING, health_status
 from support.net import HOST, free_port
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 StatusCode = grpc.StatusCode
 
 
@@ -34,9 +46,12 @@ class FakeContext:
     def __init__(self) -> None:
         self.status: StatusCode | None = None
         self.details = ""
+        self.trailing: tuple[tuple[str, str], ...] = ()
 
-    async def abort(self, code: StatusCode, details: str = "") -> None:
-        self.status, self.details = code, details
+    async def abort(
+        self, code: StatusCode, details: str = "", trailing: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self.status, self.details, self.trailing = code, details, trailing
         raise grpc.aio.AbortError()
 
     def code(self) -> StatusCode | None:
@@ -191,36 +206,109 @@ def test_without_metrics_errors_are_still_converted() -> None:
     assert (context.status, context.details) == (StatusCode.NOT_FOUND, "unknown model: 'x'")
 
 
-def test_interceptor_wraps_unary_handlers_once(state: ServerState) -> None:
-    async def behavior(request: object, context: object) -> None:
-        return None
+class Details:
+    """grpc.HandlerCallDetails の代わり。"""
 
-    unary = grpc.unary_unary_rpc_method_handler(behavior)
-    stream = grpc.unary_stream_rpc_method_handler(behavior)
-    handlers = {"/s/Unary": unary, "/s/Stream": stream}
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
 
-    async def continuation(details: Any) -> Any:
-        return handlers.get(details.method)
 
-    class Details:
-        def __init__(self, method: str) -> None:
-            self.method = method
-            self.invocation_metadata = ()
+async def noop(request: object, context: object) -> None:
+    return None
 
-    observer = Observer(state)
+
+def table(state: ServerState, limit: int = 8) -> MethodTable:
+    """推論・ヘルス・ストリーミングの 3 メソッドの表。"""
+    handlers = {
+        METHOD: grpc.unary_unary_rpc_method_handler(noop),
+        HEALTH_CHECK: grpc.unary_unary_rpc_method_handler(noop),
+        "/grpc.health.v1.Health/Watch": grpc.unary_stream_rpc_method_handler(noop),
+    }
+    return MethodTable(handlers, Observer(state), Admission(limit, state))
+
+
+def look_up(methods: MethodTable, *names: str) -> list[Any]:
+    """grpc.aio と同じく、イベントループのタスクの中でメソッドを引く。"""
 
     async def run() -> list[Any]:
-        return [
-            await observer.intercept_service(continuation, Details(m))  # type: ignore[arg-type]
-            for m in ("/s/Unary", "/s/Unary", "/s/Stream", "/s/Missing")
-        ]
+        return [methods.service(Details(name)) for name in names]  # type: ignore[arg-type]
 
-    first, second, streamed, missing = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_table_wraps_unary_handlers_once(state: ServerState) -> None:
+    watch_method = "/grpc.health.v1.Health/Watch"
+    first, second, watch, missing = look_up(table(state), METHOD, METHOD, watch_method, "/s/X")
     assert first is second
-    assert first is not unary
     assert first.unary_unary is not None
-    assert streamed is stream
+    assert first.unary_unary is not noop
+    assert watch.unary_stream is noop
     assert missing is None
+
+
+def test_every_generated_method_is_in_the_table(dataplane: DataPlane) -> None:
+    """V2 の 6 つの rpc とヘルスの 2 つ（生成された登録関数から集める）。"""
+    from grpc_health.v1 import health
+
+    state = ServerState(model_name="iris_svc", dataplane=dataplane)
+    methods = grpc_server.method_handlers(InferenceService(state), health.aio.HealthServicer())
+    service = "/inference.GRPCInferenceService/"
+    names = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata")
+    assert set(methods) == {
+        *(service + name for name in (*names, "ModelInfer")),
+        HEALTH_CHECK,
+        "/grpc.health.v1.Health/Watch",
+    }
+    assert set(methods) >= grpc_server.EXEMPT
+
+
+def test_admission_rejects_at_the_limit_and_counts(
+    state: ServerState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """上限以上なら RESOURCE_EXHAUSTED + 再試行の目安、ヘルスは断らない、断った数を数える。"""
+    monkeypatch.setattr(admission, "requests_in_flight", lambda: 8)
+    methods = table(state, limit=8)
+    rejected, health_check = look_up(methods, METHOD, HEALTH_CHECK)
+    assert rejected is methods.rejections[METHOD]
+    assert health_check is methods.handlers[HEALTH_CHECK]
+    context = FakeContext()
+
+    async def run() -> None:
+        with pytest.raises(grpc.aio.AbortError):
+            await rejected.unary_unary(b"", context)
+
+    asyncio.run(run())
+    assert context.status == StatusCode.RESOURCE_EXHAUSTED
+    assert context.details == "server is overloaded (8 requests in flight); retry later"
+    assert context.trailing == (("retry-after", "1"), ("grpc-retry-pushback-ms", "1000"))
+    assert counted(state, 429)
+    assert state.metrics is not None
+    text = state.metrics.render().decode()
+    assert 'model_in_image_requests_rejected_total{protocol="grpc"} 1.0' in text
+    assert 'model_in_image_requests_rejected_total{protocol="http"} 0.0' in text
+
+
+def test_admitted_rpc_is_counted_until_its_task_ends(state: ServerState) -> None:
+    """受け入れた RPC は、その RPC のタスクが終わるまで（HTTP と共有の）処理待ちに数える。"""
+    methods = table(state, limit=8)
+    seen: list[int] = []
+
+    async def rpc() -> None:
+        assert methods.service(Details(METHOD)) is methods.handlers[METHOD]  # type: ignore[arg-type]
+        seen.append(requests_in_flight())
+        await asyncio.sleep(0)
+
+    async def run() -> None:
+        before = requests_in_flight()
+        await asyncio.gather(rpc(), rpc())
+        await asyncio.sleep(0)  # done コールバックが走る
+        seen.append(requests_in_flight() - before)
+        seen.insert(0, before)
+
+    asyncio.run(run())
+    before, first, second, after = seen
+    assert (first - before, second - before, after) == (1, 2, 0)
 
 
 def test_lifespan_starts_serves_drains_and_stops_grpc(

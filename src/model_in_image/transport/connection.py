@@ -85,6 +85,21 @@ def reset_drain() -> None:
     _CONNECTIONS.draining = False
 
 
+def requests_in_flight() -> int:
+    """このプロセスの処理待ちの数（HTTP と gRPC の合計：受け入れ制御の予算は両方で共有）。"""
+    return _CONNECTIONS.in_flight
+
+
+def count_in_flight(task: asyncio.Task[Any]) -> None:
+    """HTTP の外のリクエスト（gRPC の RPC）を、そのタスクが終わるまで処理待ちの数に数える。"""
+    _CONNECTIONS.in_flight += 1
+    task.add_done_callback(_uncount)
+
+
+def _uncount(task: asyncio.Task[Any]) -> None:
+    _CONNECTIONS.in_flight -= 1
+
+
 class _Rejected(Exception):  # noqa: N818 - 応答で終わるので誤りではない
     """受信中に見つけた規則違反（この応答を返して接続を閉じる）。"""
 

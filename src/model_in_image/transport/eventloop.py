@@ -5,6 +5,12 @@ accept しなくなり、プローブの接続がカーネルの accept キュ�
 （c=512 で 1 ワーカー：キューが 100 件を超えたまま毎秒数十件しか減らない）。ここでは
 待ち受けソケットを add_reader で見張り、読めるたびに最大 ACCEPT_BATCH 件を accept して
 connect_accepted_socket で uvloop の TCP トランスポートに渡す（以降の読み書きは uvloop のまま）。
+
+ワーカーが複数のとき、親は SO_REUSEPORT を付けて bind しただけ（listen しない）のソケットを
+渡す。ワーカーはそれと同じアドレスに自分の待ち受けソケットを作って加わり（worker_socket）、
+新しい接続はカーネルが 4 つ組のハッシュでワーカーに振り分ける。1 つの待ち受けソケットを
+共有すると、先に起きたワーカーがキューを丸ごと accept し、64 本の keep-alive 接続が 64 対 0
+に偏ることがあった（一度決まった接続はそのワーカーに残る）。
 """
 
 from __future__ import annotations
@@ -26,6 +32,30 @@ ACCEPT_BACKOFF_SECONDS = 0.1
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+
+def reuseport_socket(family: socket.AddressFamily, address: tuple[str, int]) -> socket.socket:
+    """SO_REUSEPORT を付けて bind したソケット（listen はしない：呼び出し側が決める）。"""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def worker_socket(sock: socket.socket) -> socket.socket:
+    """渡されたソケットが SO_REUSEPORT 付きなら、同じアドレスにこのプロセス専用のものを作る。
+
+    それ以外（1 プロセスのとき）は渡されたソケットをそのまま使う。
+    """
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        return sock
+    host, port = sock.getsockname()[:2]
+    return reuseport_socket(socket.AddressFamily(sock.family), (host, port))
 
 
 class Listener(asyncio.AbstractServer):
@@ -119,7 +149,8 @@ class Listener(asyncio.AbstractServer):
 
 
 class Loop(uvloop.Loop):
-    """待ち受けソケットを渡された create_server だけを Listener で行う uvloop のループ。"""
+    """待ち受けソケットを渡された create_server だけを Listener で行う uvloop のループ
+    （SO_REUSEPORT 付きならワーカー専用のソケットで：worker_socket）。"""
 
     async def create_server(  # type: ignore[override]
         self, protocol_factory: ProtocolFactory, *args: Any, **kwargs: Any
@@ -131,4 +162,4 @@ class Loop(uvloop.Loop):
                 protocol_factory, *args, **kwargs
             )
             return server
-        return Listener(self, sock, protocol_factory, kwargs.get("backlog", 100))
+        return Listener(self, worker_socket(sock), protocol_factory, kwargs.get("backlog", 100))

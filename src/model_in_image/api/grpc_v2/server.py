@@ -3,13 +3,17 @@
 ライフスパンの起動の最後（モデルのウォームアップの後）に GRPC_PORT で待ち受けを始め、ヘルス
 （grpc.health.v1.Health）を SERVING にする。SIGTERM（ドレインの開始）で NOT_SERVING にし、
 ライフスパンの終了で新しい RPC を断って処理中の RPC を待つ（最長 GRACEFUL_TIMEOUT_SECONDS）。
+
+メソッドは 1 つの表（MethodTable、grpc の GenericRpcHandler）で引く。インターセプタは RPC ごとに
+コルーチンを 1 つ足し、grpc の「登録済みメソッド」はメソッドの数だけの待ち受けを RPC ごとに
+asyncio.wait で見張らせるので、どちらも使わない（docs/benchmarks.md の「gRPC と REST」）。
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,6 +22,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from model_in_image.api.grpc_v2.admission import Admission, core_calls_reader, server_ids
 from model_in_image.api.grpc_v2.service import SERVICE_NAME, InferenceService
 from model_in_image.codecs.v2 import error_message
 from model_in_image.errors import InvalidInputError, ModelServerError
@@ -31,6 +36,23 @@ INTERNAL_ERROR = "Internal server error"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 # ヘルスの対象："" はサーバー全体（Kubernetes の grpc プローブの既定）
 HEALTH_SERVICES = (health.OVERALL_HEALTH, SERVICE_NAME)
+HEALTH_SERVICE = "grpc.health.v1.Health"
+# 受け入れ制御の対象外（プローブ）：HTTP の /livez・/readyz・/v2/health/live・ready に当たる
+EXEMPT = frozenset(
+    {
+        f"/{HEALTH_SERVICE}/Check",
+        f"/{HEALTH_SERVICE}/Watch",
+        f"/{SERVICE_NAME}/ServerLive",
+        f"/{SERVICE_NAME}/ServerReady",
+    }
+)
+# 断った RPC の再試行の目安（HTTP の Retry-After: 1 と同じ 1 秒）。retry-after は人とプロキシ向け、
+# grpc-retry-pushback-ms は gRPC のクライアントの再試行ポリシー（retryPolicy）が読む
+RETRY_AFTER_SECONDS = 1
+RETRY_METADATA = (
+    ("retry-after", str(RETRY_AFTER_SECONDS)),
+    ("grpc-retry-pushback-ms", str(RETRY_AFTER_SECONDS * 1000)),
+)
 
 # ModelServerError の HTTP ステータス → gRPC の状態コード（入力の誤りは常に INVALID_ARGUMENT）
 _STATUS_TO_CODE = {
@@ -107,36 +129,34 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
-class Observer(grpc.aio.ServerInterceptor):
-    """unary の RPC ごとに、誤りを状態コードに変え（唯一の場所）、メトリクスを記録する。
+class Observer:
+    """unary の RPC を包み、誤りを状態コードに変え（唯一の場所）、メトリクスを記録する。
 
-    route ラベルは RPC のフルネーム（登録したサービスのメソッドだけ：有限）、method は GRPC。
+    route ラベルは RPC のフルネーム（表にあるメソッドだけ：有限）、method は GRPC。
     protobuf として壊れたメッセージも INVALID_ARGUMENT にするため、解析もここで行う（grpc に
-    任せると UNKNOWN とトレースバックになる）。ストリーミング（Health.Watch）はそのまま通す。
+    任せると UNKNOWN とトレースバックになる）。
     """
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self._wrapped: dict[str, Handler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        """メソッドごとに 1 度だけ包んだハンドラを作り、以後はそれを返す。"""
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """unary のハンドラを包む（ストリーミング（Health.Watch）はそのまま返す）。"""
+        if handler.unary_unary is None:
             return handler
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            behavior = cast("Behavior", handler.unary_unary)
-            wrapped = self._wrapped[method] = grpc.unary_unary_rpc_method_handler(
-                self._observed(method, behavior, handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        return wrapped
+        behavior = cast("Behavior", handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(
+            self._observed(method, behavior, handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def rejecting(self, method: str, message: str) -> Handler:
+        """受け入れ制御で断るハンドラ（RESOURCE_EXHAUSTED と再試行の目安、本文は読まない）。"""
+
+        async def reject(request: bytes, context: Context) -> None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message, RETRY_METADATA)
+
+        return grpc.unary_unary_rpc_method_handler(self._observed(method, reject))
 
     def _observed(
         self, method: str, behavior: Behavior, parse: Callable[[bytes], Any] | None = None
@@ -174,6 +194,51 @@ class Observer(grpc.aio.ServerInterceptor):
         return observed
 
 
+class _Collector:
+    """生成された add_*Servicer_to_server にサーバーの代わりに渡し、メソッドの表だけを受け取る。"""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
+        """同じハンドラが add_registered_method_handlers にも渡るので、こちらは捨てる。"""
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
+        """サービスのメソッドをフルネームで表に入れる。"""
+        self.handlers.update({f"/{service}/{name}": h for name, h in handlers.items()})
+
+
+def method_handlers(inference: InferenceService, health_servicer: Any) -> dict[str, Handler]:
+    """V2 の推論サービスとヘルスの全メソッド：RPC のフルネーム → 生成されたハンドラ。"""
+    collector = _Collector()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, collector)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, collector)
+    return collector.handlers
+
+
+class MethodTable(grpc.GenericRpcHandler):
+    """RPC のフルネームでハンドラを引き、受け入れ制御をかける（プローブは対象外）。"""
+
+    def __init__(
+        self, handlers: Mapping[str, Handler], observer: Observer, admission: Admission
+    ) -> None:
+        self.admission = admission
+        self.handlers = {method: observer.wrap(method, h) for method, h in handlers.items()}
+        self.rejections = {
+            method: observer.rejecting(method, admission.message)
+            for method in handlers
+            if method not in EXEMPT
+        }
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        """RPC の始めに grpc.aio がその RPC のタスクの中で呼ぶ（知らないメソッドは None）。"""
+        method = handler_call_details.method
+        handler = self.handlers.get(method)
+        if handler is None or method in EXEMPT or self.admission.admit():
+            return handler
+        return self.rejections[method]
+
+
 class GrpcServer:
     """V2 の gRPC サービスとヘルスサービスを持つ grpc.aio のサーバー（ワーカーごとに 1 つ）。"""
 
@@ -188,13 +253,12 @@ class GrpcServer:
 
     async def start(self) -> None:
         """待ち受けを始め、ヘルスを SERVING にする（モデルのウォームアップの後に呼ぶ）。"""
-        server = grpc.aio.server(
-            interceptors=[Observer(self.state)], options=server_options(self.settings)
-        )
-        inference = InferenceService(self.state)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)  # type: ignore[no-untyped-call]
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        handlers = method_handlers(InferenceService(self.state), self._health)
+        admission = Admission(self.settings.max_in_flight_requests, self.state)
+        table = MethodTable(handlers, Observer(self.state), admission)
+        others = server_ids()
+        server = grpc.aio.server(handlers=[table], options=server_options(self.settings))
         try:
             self.port = server.add_insecure_port(self.address)
         except RuntimeError as exc:
@@ -203,6 +267,11 @@ class GrpcServer:
             ) from None
         await server.start()
         self._server = server
+        ours = server_ids() - others
+        if len(ours) == 1:  # C-core の中で待っている RPC も受け入れ制御に数える
+            admission.watch_core(core_calls_reader(ours.pop()))
+        else:
+            logger.warning("gRPC admission counts only the RPCs in Python (no channelz server)")
         for name in HEALTH_SERVICES:
             await self._health.set(name, SERVING)
         logger.info("gRPC (Open Inference Protocol) listening on %s", self.address)

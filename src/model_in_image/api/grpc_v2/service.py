@@ -1,7 +1,7 @@
 """gRPC の inference.GRPCInferenceService：gRPC の読み書きだけを行い、検証と推論はデータプレーンへ。
 
 ワイヤー形式は codecs.v2_grpc。誤り（ModelServerError）から状態コードへの変換とメトリクスの
-記録は、サーバーのインターセプタ（server.py）の 1 か所で行う。
+記録は、サーバーのメソッドの表（server.py の Observer）の 1 か所で行う。
 """
 
 from __future__ import annotations
