@@ -6,7 +6,6 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata as pkg_metadata
@@ -14,22 +13,10 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import procstat
 from benchmarks.variants import LOADS, ROOT
 
 if TYPE_CHECKING:
     from benchmarks.measure import Plan, Runner
-
-
-def wait_for_idle(threshold_pct: float, max_wait_s: float, sample_s: float = 0.5) -> float:
-    """マシン全体の CPU 使用率が閾値未満になるまで待ち、最後に測った値を返す。"""
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        before = procstat.system_ticks()
-        time.sleep(sample_s)
-        busy = procstat.busy_percent(before, procstat.system_ticks())
-        if threshold_pct <= 0 or busy < threshold_pct or time.monotonic() >= deadline:
-            return busy
 
 
 def gunicorn_worker_class() -> str:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import grpc_load, procstat, report, wrk
-from benchmarks.environment import wait_for_idle
 from benchmarks.processes import (
     HOST,
     Server,
@@ -167,7 +166,7 @@ class Runner:
         if not loads:
             return
         if self.plan.idle_pct > 0:
-            idle = wait_for_idle(self.plan.idle_pct, self.plan.idle_wait_s)
+            idle = procstat.wait_for_idle(self.plan.idle_pct, self.plan.idle_wait_s)
             if idle >= self.plan.idle_pct:
                 print(f"  ~ machine {idle:.0f} % busy before {variant.name}; measuring anyway")
         port = free_port()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +111,14 @@ def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
     """2 時点間のマシン全体の CPU 使用率（全コアに対する %）。"""
     total = after[1] - before[1]
     return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
+def wait_for_idle(threshold_pct: float, max_wait_s: float, sample_s: float = 0.5) -> float:
+    """マシン全体の CPU 使用率が閾値未満になるまで待ち、最後に測った値を返す。"""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = system_ticks()
+        time.sleep(sample_s)
+        busy = busy_percent(before, system_ticks())
+        if threshold_pct <= 0 or busy < threshold_pct or time.monotonic() >= deadline:
+            return busy

@@ -31,3 +31,36 @@ def test_design_notes_name_every_module() -> None:
             or f"`{relative.stem}.py`" in table
         )
         assert named, f"docs/design.md does not describe {relative}"
+
+
+def _module_imports(path: Path, package: str) -> set[str]:
+    """モジュールの直下（TYPE_CHECKING の中も）で読む同じパッケージのモジュール。"""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = list(tree.body)
+    nodes += [inner for node in tree.body if isinstance(node, ast.If) for inner in node.body]
+    found: set[str] = set()
+    for node in nodes:  # 関数の中の遅延 import は循環にならないので見ない
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == package:
+                found.update(f"{package}.{alias.name}" for alias in node.names)
+            elif node.module.startswith(package + "."):
+                found.add(node.module)
+    return found
+
+
+def test_benchmark_modules_import_without_cycles() -> None:
+    package = REPO_ROOT / "benchmarks"
+    graph = {
+        f"benchmarks.{path.stem}": _module_imports(path, "benchmarks")
+        for path in package.glob("*.py")
+    }
+
+    def visit(module: str, stack: tuple[str, ...]) -> None:
+        assert module not in stack, " -> ".join((*stack, module))
+        for imported in graph.get(module, set()):
+            visit(imported, (*stack, module))
+
+    for module in graph:
+        visit(module, ())
