@@ -39,7 +39,7 @@ SETTLE_SECONDS = 0.3
 
 def request_bytes(rows: int, model: str = MODEL) -> bytes:
     """3 品種を巡回する rows 行の ModelInferRequest（raw_input_contents、FP32）。"""
-    from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
+    from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 
     data = np.array([SPECIES_ROWS[i % len(SPECIES_ROWS)] for i in range(rows)], dtype="<f4")
     request = pb.ModelInferRequest(model_name=model)
@@ -52,7 +52,7 @@ def check(target: str, rows: int) -> str:
     """1 回送り、OK と出力 2 つ（確率とラベル）を確かめる（応答の要約を返す）。"""
     import grpc
 
-    from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
+    from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(METHOD)

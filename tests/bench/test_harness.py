@@ -26,7 +26,7 @@ from benchmarks.variants import (
     settings_fields,
 )
 
-from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:49479/predict

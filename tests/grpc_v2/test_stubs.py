@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import service_pb2 as triton_pb
 
-from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.api.grpc_v2.service import SERVICE_NAME, InferenceService
 from support.grpc_v2 import OIP_METHODS
 from support.paths import REPO_ROOT
 
-GENERATED = REPO_ROOT / "src" / "model_in_image" / "api" / "grpc_v2" / "_generated"
+GENERATED = REPO_ROOT / "src" / "model_in_image" / "protocol" / "_generated"
 STUBS = ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py")
 
 
@@ -36,7 +36,7 @@ def test_regenerating_gives_the_committed_files(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    regenerated = tmp_path / "model_in_image" / "api" / "grpc_v2" / "_generated"
+    regenerated = tmp_path / "model_in_image" / "protocol" / "_generated"
     for name in STUBS:
         assert (regenerated / name).read_bytes() == (GENERATED / name).read_bytes(), name
 

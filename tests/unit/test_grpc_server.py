@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from model_in_image.api.app import create_app
 from model_in_image.api.grpc_v2 import admission
 from model_in_image.api.grpc_v2 import server as grpc_server
-from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
-from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
+from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.api.grpc_v2.server import (
     Admission,
     GrpcServer,

@@ -64,3 +64,11 @@ def test_benchmark_modules_import_without_cycles() -> None:
 
     for module in graph:
         visit(module, ())
+
+
+def test_codecs_do_not_import_the_api_layer() -> None:
+    """codecs はワイヤー ⇄ 配列の変換だけ：api（上の層）を import しない。"""
+    for path in (PACKAGE / "codecs").glob("*.py"):
+        imports = _module_imports(path, "model_in_image")
+        upward = sorted(name for name in imports if name.startswith("model_in_image.api"))
+        assert upward == [], f"codecs/{path.name} imports {upward}"

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in model_in_image/api/grpc_v2/_generated/grpc_predict_v2_pb2_grpc.py depends on'
+        + ' but the generated code in model_in_image/protocol/_generated/grpc_predict_v2_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,33 +37,33 @@ class GRPCInferenceServiceStub:
         """
         self.ServerLive = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerLive',
-                request_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveRequest.SerializeToString,
-                response_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveResponse.FromString,
+                request_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveResponse.FromString,
                 _registered_method=True)
         self.ServerReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerReady',
-                request_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyRequest.SerializeToString,
-                response_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyResponse.FromString,
+                request_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyResponse.FromString,
                 _registered_method=True)
         self.ModelReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelReady',
-                request_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyRequest.SerializeToString,
-                response_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyResponse.FromString,
+                request_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyResponse.FromString,
                 _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerMetadata',
-                request_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataRequest.SerializeToString,
-                response_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataResponse.FromString,
+                request_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataRequest.SerializeToString,
+                response_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelMetadata',
-                request_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataRequest.SerializeToString,
-                response_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataResponse.FromString,
+                request_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataRequest.SerializeToString,
+                response_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelInfer = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelInfer',
-                request_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelInferResponse.FromString,
+                request_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
 
 
@@ -125,33 +125,33 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ServerLive': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerLive,
-                    request_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveRequest.FromString,
-                    response_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveResponse.SerializeToString,
+                    request_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveRequest.FromString,
+                    response_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveResponse.SerializeToString,
             ),
             'ServerReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerReady,
-                    request_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyRequest.FromString,
-                    response_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyResponse.SerializeToString,
+                    request_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyRequest.FromString,
+                    response_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyResponse.SerializeToString,
             ),
             'ModelReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelReady,
-                    request_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyRequest.FromString,
-                    response_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyResponse.SerializeToString,
+                    request_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyRequest.FromString,
+                    response_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyResponse.SerializeToString,
             ),
             'ServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerMetadata,
-                    request_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataRequest.FromString,
-                    response_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataResponse.SerializeToString,
+                    request_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataRequest.FromString,
+                    response_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataResponse.SerializeToString,
             ),
             'ModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelMetadata,
-                    request_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataRequest.FromString,
-                    response_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataResponse.SerializeToString,
+                    request_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataRequest.FromString,
+                    response_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataResponse.SerializeToString,
             ),
             'ModelInfer': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfer,
-                    request_deserializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelInferRequest.FromString,
-                    response_serializer=model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelInferRequest.FromString,
+                    response_serializer=model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,8 +180,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerLive',
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveRequest.SerializeToString,
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveResponse.FromString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveRequest.SerializeToString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -207,8 +207,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerReady',
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyRequest.SerializeToString,
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyResponse.FromString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyRequest.SerializeToString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -234,8 +234,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelReady',
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyRequest.SerializeToString,
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyResponse.FromString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyRequest.SerializeToString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,8 +261,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerMetadata',
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataRequest.SerializeToString,
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataResponse.FromString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataRequest.SerializeToString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -288,8 +288,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelMetadata',
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataRequest.SerializeToString,
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataResponse.FromString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataRequest.SerializeToString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -315,8 +315,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelInfer',
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelInferRequest.SerializeToString,
-            model__in__image_dot_api_dot_grpc__v2_dot___generated_dot_grpc__predict__v2__pb2.ModelInferResponse.FromString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelInferRequest.SerializeToString,
+            model__in__image_dot_protocol_dot___generated_dot_grpc__predict__v2__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
