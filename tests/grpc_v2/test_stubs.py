@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import service_pb2 as triton_pb
 
-from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.api.grpc_v2.service import SERVICE_NAME, InferenceService
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from support.grpc_v2 import OIP_METHODS
 from support.paths import REPO_ROOT
 

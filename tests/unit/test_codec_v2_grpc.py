@@ -7,10 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.codecs import v2, v2_grpc
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import InvalidInputError, ModelServerError
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from support.samples import SPECIES
 
 ROWS = np.array([row for row, _ in SPECIES], dtype=np.float64)

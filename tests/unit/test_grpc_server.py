@@ -15,8 +15,6 @@ from fastapi.testclient import TestClient
 from model_in_image.api.app import create_app
 from model_in_image.api.grpc_v2 import admission
 from model_in_image.api.grpc_v2 import server as grpc_server
-from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
-from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.api.grpc_v2.server import (
     Admission,
     GrpcServer,
@@ -29,6 +27,8 @@ from model_in_image.api.grpc_v2.service import InferenceService
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import InvalidInputError, ModelServerError, NotReadyError
 from model_in_image.metrics import Metrics
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
+from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.state import ServerState
 from model_in_image.transport.connection import requests_in_flight
 from support.apps import SettingsFactory

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.codecs import v2
 from model_in_image.dataplane import DataPlane
 from model_in_image.model.onnx_model import Feeds
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.state import MODEL_VERSION
 
 BINARY_DATA = "binary_data"

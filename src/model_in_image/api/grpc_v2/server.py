@@ -21,11 +21,11 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.api.grpc_v2.admission import Admission, core_calls_reader, server_ids
 from model_in_image.api.grpc_v2.service import SERVICE_NAME, InferenceService
 from model_in_image.codecs.v2 import error_message
 from model_in_image.errors import InvalidInputError, ModelServerError
+from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from model_in_image import __version__
-from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
-from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.api.v2.endpoints import EXTENSIONS, PLATFORM, SERVER_NAME
 from model_in_image.codecs import v2_grpc as codec
 from model_in_image.codecs.v2 import OutputCatalog
 from model_in_image.dataplane import DataPlane
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
+from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.state import ServerState
 
 SERVICE_NAME = "inference.GRPCInferenceService"
