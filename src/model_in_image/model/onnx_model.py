@@ -110,7 +110,7 @@ class OnnxModel:
         self.heads = _decide(self.signature, self.graph, probe, kind)
         self._check_postprocess()
         self._names = [self.heads.primary]
-        # クラスのコード（確率の列の順）：グラフの属性、ZipMap のキー、無ければ None
+        # クラスのコード（確率の列の順）：グラフの属性、ZipMap のキー、[N, C] のネットは列の番号
         self.class_codes = self._class_codes(probe)
 
     @property
@@ -158,8 +158,10 @@ class OnnxModel:
 
     def _class_codes(self, probe: list[Any] | None) -> tuple[str, ...] | None:
         count = self.num_classes
-        if self.kind is not ModelKind.CLASSIFIER or count is None:
+        if count is None:
             return None
+        if self.kind is not ModelKind.CLASSIFIER:  # クラスの情報の無いネット：列の番号
+            return tuple(str(i) for i in range(count))
         if self.graph.classes is not None and len(self.graph.classes) == count:
             return self.graph.classes
         if self.heads.zipmap and probe is not None:
