@@ -1,0 +1,229 @@
+"""モデル動物園：実際のフレームワークが書き出したモデルを、それぞれアプリで提供して確かめる。
+
+期待値はフレームワーク自身の予測（tests/zoo/models/*.json）。サーバーの値は、それと
+ケースの許容誤差で、同じグラフを onnxruntime で直に動かした値とはほぼ完全に一致する。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from model_in_image.api.app import create_app
+from model_in_image.settings import Settings
+from support.env import clear_settings_env
+from support.zoo import ORT_ATOL, ORT_RTOL, ZooCase, case_names, cases, load_case
+
+Serve = Callable[..., TestClient]
+IRIS_NAMES = {"setosa", "versicolor", "virginica"}
+# /predict の値が確率の種類（V2 では probabilities という名前になる）
+PROBABILITY_KINDS = ("classifier", "probabilities")
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Serve]:
+    """ケースのモデルでアプリを起動する（設定ごとに一度だけ、モジュールの終わりに止める）。"""
+    opened: dict[tuple[Any, ...], TestClient] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        clear_settings_env(mp)
+
+        def start(name: str, **overrides: Any) -> TestClient:
+            key = (name, *sorted(overrides.items()))
+            if key not in opened:
+                case = load_case(name)
+                settings = Settings(
+                    model_filepath=case.model, sample_data=case.rows[:1], **overrides
+                )
+                opened[key] = TestClient(create_app(settings)).__enter__()
+            return opened[key]
+
+        yield start
+        for client in opened.values():
+            client.__exit__(None, None, None)
+
+
+def close_to_framework(got: Any, case: ZooCase, expected: Any) -> None:
+    """フレームワークの値とケースの許容誤差で一致する。"""
+    rtol, atol = case.tolerance
+    want = np.asarray(expected)
+    np.testing.assert_allclose(np.asarray(got).reshape(want.shape), want, rtol=rtol, atol=atol)
+
+
+def v2_request(case: ZooCase, rows: list[Any]) -> dict[str, Any]:
+    """行を V2 の推論リクエストにする（入力はグラフの名前と型、複数入力は入力ごとに [N, 1]）。"""
+    if len(case.inputs) == 1:
+        spec = case.inputs[0]
+        shape = [len(rows), *np.shape(rows)[1:]]
+        tensors = [(spec, shape, np.asarray(rows, dtype=object).ravel().tolist())]
+    else:
+        tensors = [
+            (spec, [len(rows), 1], [row[spec["name"]] for row in rows]) for spec in case.inputs
+        ]
+    return {
+        "inputs": [
+            {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": data}
+            for spec, shape, data in tensors
+        ]
+    }
+
+
+def v2_outputs(client: TestClient, case: ZooCase) -> dict[str, Any]:
+    """V2 REST の推論の出力（名前 → 形どおりの配列）。"""
+    response = client.post(f"/v2/models/{case.name}/infer", json=v2_request(case, case.rows))
+    assert response.status_code == 200, response.text
+    return {
+        out["name"]: np.asarray(out["data"]).reshape(out["shape"])
+        for out in response.json()["outputs"]
+    }
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_metadata_states_kind_inputs_and_outputs(serve: Serve, name: str) -> None:
+    """/metadata は種類・入出力（名前・型・形）・クラス名・固定のバッチを述べる。"""
+    case = load_case(name)
+    metadata = serve(name).get("/metadata").json()
+    assert metadata["kind"] == case.kind
+    inputs = [(i["name"], i["datatype"], i["shape"]) for i in metadata["inputs"]]
+    assert inputs == [(i["name"], i["datatype"], i["shape"]) for i in case.inputs]
+    assert [o["name"] for o in metadata["outputs"]] == [o["name"] for o in case.outputs]
+    for served, graph in zip(metadata["outputs"], case.outputs, strict=True):
+        if graph["datatype"] is not None:
+            assert (served["datatype"], served["shape"]) == (graph["datatype"], graph["shape"])
+    assert metadata["labels"] == (case.classes or [])
+    assert metadata["fixed_batch_size"] == case.fixed_batch
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_predict_matches_the_framework(serve: Serve, name: str) -> None:
+    """/predict はフレームワーク自身の予測と一致し、onnxruntime を直に動かした値と同じ。"""
+    case = load_case(name)
+    response = serve(name).post("/predict", json={"data": case.rows})
+    assert response.status_code == 200, response.text
+    got = np.asarray(response.json()["prediction"])
+    close_to_framework(got, case, case.prediction.values)
+    head = load_case(name).data["outputs"]
+    direct = case.run(_head(case, [o["name"] for o in head]))
+    np.testing.assert_allclose(
+        got, direct.reshape(got.shape), rtol=ORT_RTOL, atol=ORT_ATOL, err_msg=name
+    )
+
+
+def _head(case: ZooCase, names: list[str]) -> str:
+    """/predict にあたるグラフの出力（分類器は確率、ほかは最初の出力）。"""
+    if case.kind == "classifier":
+        return next(n for n in names if "prob" in n)
+    return names[0]
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_predict_label_matches_the_framework(serve: Serve, name: str) -> None:
+    """/predict/label はフレームワークのクラス名と完全に一致し、クラスの無いモデルは 4xx。"""
+    case = load_case(name)
+    response = serve(name).post("/predict/label", json={"data": case.rows})
+    if case.labels is None:
+        assert response.status_code == 400, response.text
+        assert f"this model is a {case.kind}" in response.json()["detail"]
+        assert serve(name).get("/label").status_code == 404
+        return
+    assert response.status_code == 200, response.text
+    assert response.json()["prediction"] == case.labels.values
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_v2_infer_matches_the_framework(serve: Serve, name: str) -> None:
+    """V2 REST の推論は、グラフの入力名・型で送ると同じ値とクラス名を返す。"""
+    case = load_case(name)
+    outputs = v2_outputs(serve(name), case)
+    primary = "probabilities" if case.kind in PROBABILITY_KINDS else _head(case, list(outputs))
+    close_to_framework(outputs[primary], case, case.prediction.values)
+    if case.labels is not None:
+        assert outputs["label"].tolist() == case.labels.values
+    for output, expected in case.extra_outputs.items():
+        close_to_framework(outputs[output], case, expected.values)
+
+
+@pytest.mark.parametrize("name", cases("classifier", "probabilities", "logits"))
+def test_foreign_models_never_answer_with_iris_names(serve: Serve, name: str) -> None:
+    """--labels なしで起動した持ち込みのモデルは、既定の Iris のラベルを借りない。"""
+    case = load_case(name)
+    client = serve(name)
+    labels = set(client.get("/label").json().values())
+    predicted = client.post("/predict/label", json={"data": case.rows}).json()["prediction"]
+    assert not labels & IRIS_NAMES
+    assert not set(predicted) & IRIS_NAMES
+    assert labels == set(case.classes or ())
+
+
+def _replace(row: list[Any], value: Any) -> list[Any]:
+    return [value, *row[1:]]
+
+
+def _bad_rows(case: ZooCase) -> list[tuple[str, list[Any], str]]:
+    """(理由, 行, 誤りが名指しすべき入力) の並び。"""
+    first = case.rows[0]
+    if len(case.inputs) > 1:
+        names = [spec["name"] for spec in case.inputs]
+        bad = [
+            ("missing key", [{k: v for k, v in first.items() if k != names[0]}], names[0]),
+            ("unknown key", [{**first, "bogus": 1}], "bogus"),
+        ]
+        for spec in case.inputs:
+            wrong = 3 if spec["element"] == "string" else "abc"
+            rows = [{**first, spec["name"]: wrong}]
+            bad.append((f"{wrong!r} into {spec['name']}", rows, spec["name"]))
+        return bad
+    spec = case.inputs[0]
+    if spec["element"] == "string":
+        return [("a number into a string input", [_replace(first, 3)], spec["name"])]
+    return [
+        ("a string into an int64 input", [_replace(first, "abc")], spec["name"]),
+        ("a float into an int64 input", [_replace(first, 1.5)], spec["name"]),
+        ("an int64 overflow", [_replace(first, 2**63)], spec["name"]),
+    ]
+
+
+_TYPED = [
+    (name, reason, rows, input_name)
+    for name in case_names()
+    if load_case(name).inputs[0]["element"] != "float" or len(load_case(name).inputs) > 1
+    for reason, rows, input_name in _bad_rows(load_case(name))
+]
+
+
+@pytest.mark.parametrize(("name", "reason", "rows", "input_name"), _TYPED)
+def test_bad_input_is_refused_naming_the_input(
+    serve: Serve, name: str, reason: str, rows: list[Any], input_name: str
+) -> None:
+    """欠けたキー・未知のキー・型の違う値は、入力の名前を挙げて断る（シード 422・V2 400）。"""
+    client = serve(name)
+    seed = client.post("/predict", json={"data": rows})
+    assert seed.status_code == 422, (reason, seed.text)
+    assert repr(input_name) in seed.text, (reason, seed.text)
+    if "key" in reason:
+        return  # V2 はキーではなくテンソルで送る
+    v2 = client.post(f"/v2/models/{name}/infer", json=v2_request(load_case(name), rows))
+    assert v2.status_code == 400, (reason, v2.text)
+    assert repr(input_name) in v2.json()["error"], (reason, v2.text)
+
+
+@pytest.mark.parametrize("name", cases("classifier", "probabilities", "logits", "regressor"))
+def test_a_string_into_a_float_input_is_refused(serve: Serve, name: str) -> None:
+    """実数の入力に文字列を送ると 4xx（500 にはならない）。"""
+    case = load_case(name)
+    if case.inputs[0]["element"] != "float" or len(case.inputs) > 1:
+        pytest.skip("not a single float input")
+    response = serve(name).post("/predict", json={"data": [_replace(case.rows[0], "abc")]})
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_metrics_after_predictions(serve: Serve, name: str) -> None:
+    """予測の後の /metrics はどの種類でも 200（予測の監視が種類に合わない値で壊れない）。"""
+    client = serve(name)
+    assert client.post("/predict", json={"data": load_case(name).rows}).status_code == 200
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text[:500]
