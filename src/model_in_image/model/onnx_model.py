@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from math import isfinite
 from pathlib import Path
@@ -61,7 +62,24 @@ def open_session(path: Path, threads: int) -> ort.InferenceSession:
             str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # ORT は独自の例外型を投げる
-        raise ModelLoadError(f"model file is not a loadable ONNX model: {path}: {exc}") from exc
+        raise ModelLoadError(load_failure(path, exc)) from exc
+
+
+_LOCALE_FAILURE = re.compile(r"Failed to construct locale with name:\s*([^:\s]+)")
+
+
+def load_failure(path: Path, exc: Exception) -> str:
+    """セッションを開けなかった理由の文面（ロケールの不足はモデルの誤りと区別する）。"""
+    missing = _LOCALE_FAILURE.search(str(exc))
+    if missing is None:
+        return f"model file is not a loadable ONNX model: {path}: {exc}"
+    # skl2onnx の TfidfVectorizer・CountVectorizer は StringNormalizer に既定で en_US.UTF-8 を使う
+    return (
+        f"model {path} needs the locale {missing.group(1)} (a StringNormalizer node, e.g. from "
+        "a skl2onnx TfidfVectorizer or CountVectorizer), which this machine does not have: "
+        "re-export with options={vectorizer: {'locale': 'C.UTF-8'}} or install that locale "
+        f"in the image ({exc})"
+    )
 
 
 @dataclass(frozen=True, slots=True)
