@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from fastapi.testclient import TestClient
 
 from support.paths import REPO_ROOT
 
+# ケースの名前と設定の上書きからアプリのクライアントを返す（tests/zoo/conftest.py の serve）
+Serve = Callable[..., TestClient]
 ZOO_DIR = REPO_ROOT / "tests" / "zoo" / "models"
 _NUMPY = {"float": np.float32, "double": np.float64, "int64": np.int64, "string": object}
 # 同じ onnxruntime で同じグラフを動かした値との許容誤差（サーバーは値を変えないはず）
@@ -155,3 +158,31 @@ def softmax(values: Any) -> Any:
     """行ごとの softmax（期待値の計算用）。"""
     shifted = np.exp(values - values.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def v2_request(case: ZooCase, rows: list[Any]) -> dict[str, Any]:
+    """行を V2 の推論リクエストにする（入力はグラフの名前と型、複数入力は入力ごとに [N, 1]）。"""
+    if len(case.inputs) == 1:
+        spec = case.inputs[0]
+        shape = [len(rows), *np.shape(rows)[1:]]
+        tensors = [(spec, shape, np.asarray(rows, dtype=object).ravel().tolist())]
+    else:
+        tensors = [
+            (spec, [len(rows), 1], [row[spec["name"]] for row in rows]) for spec in case.inputs
+        ]
+    return {
+        "inputs": [
+            {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": data}
+            for spec, shape, data in tensors
+        ]
+    }
+
+
+def v2_outputs(client: TestClient, case: ZooCase) -> dict[str, Any]:
+    """V2 REST の推論の出力（名前 → 形どおりの配列）。"""
+    response = client.post(f"/v2/models/{case.name}/infer", json=v2_request(case, case.rows))
+    assert response.status_code == 200, response.text
+    return {
+        out["name"]: np.asarray(out["data"]).reshape(out["shape"])
+        for out in response.json()["outputs"]
+    }

@@ -6,44 +6,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from model_in_image.api.app import create_app
-from model_in_image.settings import Settings
-from support.env import clear_settings_env
-from support.zoo import ORT_ATOL, ORT_RTOL, ZooCase, case_names, cases, load_case
+from support.zoo import (
+    ORT_ATOL,
+    ORT_RTOL,
+    Serve,
+    ZooCase,
+    case_names,
+    cases,
+    load_case,
+    v2_outputs,
+    v2_request,
+)
 
-Serve = Callable[..., TestClient]
 IRIS_NAMES = {"setosa", "versicolor", "virginica"}
 # /predict の値が確率の種類（V2 では probabilities という名前になる）
 PROBABILITY_KINDS = ("classifier", "probabilities")
-
-
-@pytest.fixture(scope="module")
-def serve() -> Iterator[Serve]:
-    """ケースのモデルでアプリを起動する（設定ごとに一度だけ、モジュールの終わりに止める）。"""
-    opened: dict[tuple[Any, ...], TestClient] = {}
-    with pytest.MonkeyPatch.context() as mp:
-        clear_settings_env(mp)
-
-        def start(name: str, **overrides: Any) -> TestClient:
-            key = (name, *sorted(overrides.items()))
-            if key not in opened:
-                case = load_case(name)
-                settings = Settings(
-                    model_filepath=case.model, sample_data=case.rows[:1], **overrides
-                )
-                opened[key] = TestClient(create_app(settings)).__enter__()
-            return opened[key]
-
-        yield start
-        for client in opened.values():
-            client.__exit__(None, None, None)
 
 
 def close_to_framework(got: Any, case: ZooCase, expected: Any) -> None:
@@ -51,34 +33,6 @@ def close_to_framework(got: Any, case: ZooCase, expected: Any) -> None:
     rtol, atol = case.tolerance
     want = np.asarray(expected)
     np.testing.assert_allclose(np.asarray(got).reshape(want.shape), want, rtol=rtol, atol=atol)
-
-
-def v2_request(case: ZooCase, rows: list[Any]) -> dict[str, Any]:
-    """行を V2 の推論リクエストにする（入力はグラフの名前と型、複数入力は入力ごとに [N, 1]）。"""
-    if len(case.inputs) == 1:
-        spec = case.inputs[0]
-        shape = [len(rows), *np.shape(rows)[1:]]
-        tensors = [(spec, shape, np.asarray(rows, dtype=object).ravel().tolist())]
-    else:
-        tensors = [
-            (spec, [len(rows), 1], [row[spec["name"]] for row in rows]) for spec in case.inputs
-        ]
-    return {
-        "inputs": [
-            {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": data}
-            for spec, shape, data in tensors
-        ]
-    }
-
-
-def v2_outputs(client: TestClient, case: ZooCase) -> dict[str, Any]:
-    """V2 REST の推論の出力（名前 → 形どおりの配列）。"""
-    response = client.post(f"/v2/models/{case.name}/infer", json=v2_request(case, case.rows))
-    assert response.status_code == 200, response.text
-    return {
-        out["name"]: np.asarray(out["data"]).reshape(out["shape"])
-        for out in response.json()["outputs"]
-    }
 
 
 @pytest.mark.parametrize("name", case_names())
