@@ -21,6 +21,7 @@ from model_in_image.model.onnx_model import (
     SMALL_BATCH_ROWS,
     Array,
     Feeds,
+    InputRejectedError,
     NonFiniteOutputError,
     OnnxModel,
 )
@@ -71,7 +72,7 @@ class DataPlane:
             ) from exc
         try:
             self.sample_values = self.predict(feeds)
-        except NonFiniteOutputError as exc:
+        except (NonFiniteOutputError, InputRejectedError) as exc:
             raise ModelLoadError(f"model output on the sample input: {exc.message}") from exc
         if self.model.gives_probabilities and not is_distribution(
             self.sample_values.astype(np.float64)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from model_in_image.errors import ModelLoadError, ModelServerError
 from model_in_image.model.graph import REGRESSOR_OPS, GraphInfo, read_graph
@@ -39,6 +40,12 @@ SMALL_BATCH_ROWS = 8
 
 class NonFiniteOutputError(ModelServerError):
     """モデルの出力が有限でない（NaN・無限大）：応答できない（500）。"""
+
+
+class InputRejectedError(ModelServerError):
+    """型と形は正しいが、モデルがその値では計算できない（例: 語彙の外のトークン ID）：400。"""
+
+    status_code = 400
 
 
 def session_options(intra_op_threads: int) -> ort.SessionOptions:
@@ -195,7 +202,7 @@ class OnnxModel:
         batch = self.fixed_batch
         rows = len(next(iter(feeds.values())))
         if batch is None or rows == batch:
-            return self._session.run(names, feeds)  # type: ignore[no-any-return]
+            return self._run_session(names, feeds)
         chunks = [self._run_chunk(feeds, start, batch, names) for start in range(0, rows, batch)]
         joined: list[Any] = []
         for parts in zip(*chunks, strict=True):
@@ -213,7 +220,18 @@ class OnnxModel:
                 pad = np.repeat(part[-1:], batch - len(part), axis=0)
                 part = np.concatenate([part, pad])
             chunk[name] = part
-        return self._session.run(names, chunk)
+        return self._run_session(names, chunk)
+
+    def _run_session(self, names: list[str] | None, feeds: Feeds) -> list[Any]:
+        """ONNX Runtime で実行する。入力の値による失敗（INVALID_ARGUMENT）は 400 にする。
+
+        型と形は検証済みなので、ここでの INVALID_ARGUMENT は値のせい（Gather の範囲外の添字など）。
+        """
+        try:
+            return self._session.run(names, feeds)  # type: ignore[no-any-return]
+        except InvalidArgument as exc:
+            reason = str(exc).split("INVALID_ARGUMENT : ", 1)[-1]
+            raise InputRejectedError(f"the model cannot compute this input: {reason}") from None
 
     def predict(self, feeds: Feeds) -> Array:
         """/predict の値：確率 [N, C]、回帰の値、ロジット、または最初の出力。"""
