@@ -160,20 +160,28 @@ def softmax(values: Any) -> Any:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def v2_request(case: ZooCase, rows: list[Any]) -> dict[str, Any]:
-    """行を V2 の推論リクエストにする（入力はグラフの名前と型、複数入力は入力ごとに [N, 1]）。"""
+V2Tensor = tuple[str, str, list[int], list[Any]]
+
+
+def v2_tensors(case: ZooCase, rows: list[Any]) -> list[V2Tensor]:
+    """行を V2 の入力テンソル (名前, 型, 形, 平らな値) にする（複数入力は入力ごとに [N, 1]）。"""
     if len(case.inputs) == 1:
         spec = case.inputs[0]
         shape = [len(rows), *np.shape(rows)[1:]]
-        tensors = [(spec, shape, np.asarray(rows, dtype=object).ravel().tolist())]
-    else:
-        tensors = [
-            (spec, [len(rows), 1], [row[spec["name"]] for row in rows]) for spec in case.inputs
-        ]
+        data = np.asarray(rows, dtype=object).ravel().tolist()
+        return [(spec["name"], spec["datatype"], shape, data)]
+    return [
+        (spec["name"], spec["datatype"], [len(rows), 1], [row[spec["name"]] for row in rows])
+        for spec in case.inputs
+    ]
+
+
+def v2_request(case: ZooCase, rows: list[Any]) -> dict[str, Any]:
+    """行を V2 REST の推論リクエストにする（入力はグラフの名前と型）。"""
     return {
         "inputs": [
-            {"name": spec["name"], "datatype": spec["datatype"], "shape": shape, "data": data}
-            for spec, shape, data in tensors
+            {"name": name, "datatype": datatype, "shape": shape, "data": data}
+            for name, datatype, shape, data in v2_tensors(case, rows)
         ]
     }
 

@@ -181,3 +181,16 @@ def test_metrics_after_predictions(serve: Serve, name: str) -> None:
     assert client.post("/predict", json={"data": load_case(name).rows}).status_code == 200
     response = client.get("/metrics")
     assert response.status_code == 200, response.text[:500]
+
+
+@pytest.mark.parametrize("token", [40, 1000, -41])
+def test_a_token_outside_the_vocabulary_is_a_client_error(serve: Serve, token: int) -> None:
+    """埋め込みの範囲外のトークン ID は、ONNX Runtime の理由を添えた 400（500 ではない）。"""
+    case = load_case("torch_embedding")
+    rows = [_replace(case.rows[0], token)]
+    client = serve(case.name)
+    seed = client.post("/predict", json={"data": rows})
+    assert seed.status_code == 400, seed.text
+    assert "out of data bounds" in seed.json()["detail"]
+    v2 = client.post(f"/v2/models/{case.name}/infer", json=v2_request(case, rows))
+    assert v2.status_code == 400, v2.text
