@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from support.zoo import (
     load_case,
     v2_outputs,
     v2_request,
+    v2_tensors,
 )
 
 IRIS_NAMES = {"setosa", "versicolor", "virginica"}
@@ -194,3 +196,37 @@ def test_a_token_outside_the_vocabulary_is_a_client_error(serve: Serve, token: i
     assert "out of data bounds" in seed.json()["detail"]
     v2 = client.post(f"/v2/models/{case.name}/infer", json=v2_request(case, rows))
     assert v2.status_code == 400, v2.text
+
+
+def _raw(datatype: str, data: list[Any]) -> bytes:
+    """V2 のバイナリテンソルの形式（BYTES は要素ごとに 4 バイト LE の長さ + 本体）。"""
+    if datatype == "BYTES":
+        return b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in data)
+    dtype = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}[datatype]
+    return np.asarray(data, dtype=dtype).tobytes()
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_v2_binary_extension_matches_the_framework(serve: Serve, name: str) -> None:
+    """バイナリテンソル拡張（binary_data_size）で送っても同じ値（BYTES・INT64 の入力も）。"""
+    case = load_case(name)
+    inputs, chunks = [], []
+    for input_name, datatype, shape, data in v2_tensors(case, case.rows):
+        raw = _raw(datatype, data)
+        parameters = {"binary_data_size": len(raw)}
+        inputs.append(
+            {"name": input_name, "datatype": datatype, "shape": shape, "parameters": parameters}
+        )
+        chunks.append(raw)
+    header = json.dumps({"inputs": inputs}).encode()
+    response = serve(name).post(
+        f"/v2/models/{name}/infer",
+        content=header + b"".join(chunks),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status_code == 200, response.text
+    outputs = {out["name"]: out for out in response.json()["outputs"]}
+    primary = "probabilities" if case.kind in PROBABILITY_KINDS else next(iter(outputs))
+    close_to_framework(outputs[primary]["data"], case, case.prediction.values)
+    if case.labels is not None:
+        assert outputs["label"]["data"] == case.labels.values
