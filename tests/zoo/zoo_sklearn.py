@@ -108,6 +108,35 @@ def build_sklearn_svc_tensor() -> Built:
 
 
 @case
+def build_sklearn_svc_borderline() -> Built:
+    """Iris の SVC(probability=True) に、predict と predict_proba の最大が食い違う境界の行を送る。
+
+    SVC の predict（ONNX のラベルの出力も）は決定関数、確率は Platt のスケーリング：境界では
+    確率の最大の列と予測したクラスが違う。サーバーのラベルはフレームワークと同じでなければならない。
+    """
+    features, target = iris()
+    estimator = SVC(probability=True, random_state=SEED).fit(features, target)
+    rng = np.random.default_rng(SEED)
+    pairs = rng.integers(0, len(features), (2, 5000))
+    midpoints = f32((features[pairs[0]] + features[pairs[1]]) / 2)
+    disagree = estimator.predict(midpoints) != estimator.predict_proba(midpoints).argmax(axis=1)
+    rows = np.vstack([features[pick_rows(target.tolist(), 3)], midpoints[disagree][:3]])
+    model = to_onnx(estimator, rows[:1], target_opset=17)
+    return classifier(
+        estimator,
+        rows,
+        model.SerializeToString(),
+        name="sklearn_svc_borderline",
+        description="SVC(probability=True) on Iris with rows where predict(X) differs from "
+        "argmax(predict_proba(X))",
+        head="output_probability",
+        label_output="output_label",
+        packages=PACKAGES,
+        **SKLEARN,
+    )
+
+
+@case
 def build_sklearn_string_labels() -> Built:
     """乳がんデータを文字列のクラス（'benign'・'malignant'）で学習した分類器。
 
