@@ -413,10 +413,11 @@ class OutputCatalog:
         """推論して要求された出力を順に作る。"""
         dataplane = self.dataplane
         if self.virtual:
-            values = dataplane.predict(feeds)
-            result: dict[str, Array | list[str]] = {self.primary: values}
+            result: dict[str, Array | list[str]] = {}
             if any(name == LABEL for name, _ in outputs):
-                result[LABEL] = dataplane.labels_of(values)
+                result[self.primary], result[LABEL] = dataplane.predict_labels(feeds)
+            else:
+                result[self.primary] = dataplane.predict(feeds)
         else:
             result = dict(dataplane.infer(feeds))
         return [tensor_of(name, result[name]) for name, _ in outputs]
