@@ -89,8 +89,8 @@ class BatchScorer:
         rows = rows_of(features)
         if rows == 0:
             return
-        probabilities = self._dataplane.predict(features)
-        self._writer.write(self._dataplane.labels_of(probabilities), probabilities)
+        probabilities, labels = self._dataplane.predict_labels(features)
+        self._writer.write(labels, probabilities)
         self.rows += rows
 
     def _row_by_row(self, chunk: Chunk, fmt: RowFormat) -> Feeds:
