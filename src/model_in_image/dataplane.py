@@ -160,20 +160,23 @@ class DataPlane:
         分類器のクラスはグラフ自身のラベルの出力から（SVC などは確率の最大の列と違うことがある）。
         ほかのモデルは確率（またはロジット）の最大の列から。
         """
-        label = self.model.heads.label_output
-        if label is None or self._names_by_code is None:
+        if self.model.heads.label_output is None or self._names_by_code is None:
             values = self.predict(feeds)
             return values, self.labels_of(values)
-        start = perf_counter()
-        outputs = self.model.infer(feeds)
+        outputs = self.infer(feeds)
+        return outputs[self.model.heads.primary], self.labels_from(outputs)
+
+    def labels_from(self, outputs: dict[str, Array]) -> list[str]:
+        """すべての出力（infer の結果）からクラス名（分類器はラベルの出力、ほかは最大の列）。"""
+        label = self.model.heads.label_output
         values = outputs[self.model.heads.primary]
-        if self.observer is not None or self.listeners:
-            self._observe(feeds, values, start)
         names = self._names_by_code
+        if label is None or names is None:
+            return self.labels_of(values)
         try:
-            return values, [names[str(code)] for code in outputs[label].reshape(-1).tolist()]
+            return [names[str(code)] for code in outputs[label].reshape(-1).tolist()]
         except KeyError:  # グラフのクラスに無いコード（壊れたグラフ）：確率から決める
-            return values, self.labels_of(values)
+            return self.labels_of(values)
 
     def labels_of(self, values: Array) -> list[str]:
         """確率（またはロジット）から最尤クラスの名前を返す（クラスの無いモデルは 400）。"""

@@ -140,29 +140,33 @@ def decode_request(json_part: bytes) -> WireRequest:
         raise bad_request(f"invalid inference request: {exc}") from None
 
 
-def requested_outputs(request: WireRequest, names: Sequence[str]) -> list[tuple[str, bool]]:
-    """返す出力の (名前, バイナリか)。outputs が無ければ全出力。"""
+def requested_outputs(
+    request: WireRequest, names: Sequence[str], extra: Sequence[str] = ()
+) -> list[tuple[str, bool]]:
+    """返す出力の (名前, バイナリか)。outputs が無ければ names のすべて（extra は名指しで）。"""
     default_binary = request.parameters.binary_data_output if request.parameters else False
     requested = None
     if request.outputs:
         requested = [
             (o.name, o.parameters.binary_data if o.parameters else None) for o in request.outputs
         ]
-    return select_outputs(requested, default_binary, names)
+    return select_outputs(requested, default_binary, names, extra)
 
 
 def select_outputs(
     requested: Sequence[tuple[str, bool | None]] | None,
     default_binary: bool,
     names: Sequence[str],
+    extra: Sequence[str] = (),
 ) -> list[tuple[str, bool]]:
     """要求された (名前, binary_data) から返す出力を決める（無ければ全出力、REST と gRPC 共通）。"""
     if not requested:
         return [(name, default_binary) for name in names]
     selected: list[tuple[str, bool]] = []
     for name, flag in requested:
-        if name not in names:
-            raise bad_request(f"unknown output: {name!r} (the model has {', '.join(names)})")
+        if name not in names and name not in extra:
+            available = ", ".join((*names, *extra))
+            raise bad_request(f"unknown output: {name!r} (the model has {available})")
         if any(name == chosen for chosen, _ in selected):
             raise bad_request(f"output {name!r} is requested twice")
         selected.append((name, default_binary if flag is None else flag))
@@ -385,8 +389,10 @@ class OutputTensor:
 class OutputCatalog:
     """モデルが V2 で返す出力の一覧と、その計算。
 
-    クラス名か確率を持つモデル：主の出力（確率なら probabilities）と label（クラス名）。
-    ほかのモデル（回帰・テンソル）：グラフの出力をその名前のまま。
+    クラス名か確率を持つモデル：主の出力（確率なら probabilities）と label（クラス名）が既定。
+    グラフの出力も、名前が重ならなければ名指しで返す（extra。例 output_label）。重なる名前は
+    導いた出力（probabilities・label）を返す。ほかのモデル（回帰・テンソル）：グラフの出力を
+    その名前のまま。
     """
 
     def __init__(self, dataplane: DataPlane) -> None:
@@ -401,23 +407,40 @@ class OutputCatalog:
             if dataplane.classes is not None:
                 entries.append((LABEL, "BYTES", [-1]))
         else:
-            for spec in model.signature.outputs:
-                dims = [-1 if d is None else d for d in spec.shape]
-                if spec.name == model.heads.primary:
-                    dims = [-1, *sample.shape[1:]]
-                entries.append((spec.name, _spec_datatype(spec), [-1, *dims[1:]]))
-        self.entries = tuple(entries)
+            entries = self._graph_entries(model, sample)
         self.names = tuple(name for name, _, _ in entries)
+        if self.virtual:
+            entries += [e for e in self._graph_entries(model, sample) if e[0] not in self.names]
+        self.entries = tuple(entries)
+        self.extra = tuple(name for name, _, _ in entries[len(self.names) :])
+
+    @staticmethod
+    def _graph_entries(model: Any, sample: Array) -> list[tuple[str, str, list[int]]]:
+        """グラフの出力の (名前, V2 の型, 形)。主の出力は応答の形（ZipMap は [-1, C]）。"""
+        entries = []
+        for spec in model.signature.outputs:
+            dims = [-1 if d is None else d for d in spec.shape]
+            if spec.name == model.heads.primary:
+                dims = [-1, *sample.shape[1:]]
+            entries.append((spec.name, _spec_datatype(spec), [-1, *dims[1:]]))
+        return entries
 
     def compute(self, feeds: Feeds, outputs: Sequence[tuple[str, bool]]) -> list[OutputTensor]:
         """推論して要求された出力を順に作る。"""
         dataplane = self.dataplane
-        if self.virtual:
+        wanted = {name for name, _ in outputs}
+        if self.virtual and not wanted & set(self.extra):
             result: dict[str, Array | list[str]] = {}
-            if any(name == LABEL for name, _ in outputs):
+            if LABEL in wanted:
                 result[self.primary], result[LABEL] = dataplane.predict_labels(feeds)
             else:
                 result[self.primary] = dataplane.predict(feeds)
+        elif self.virtual:  # グラフの出力も名指し：一度の推論からすべてを作る
+            graph = dataplane.infer(feeds)
+            result = {name: graph[name] for name in self.extra if name in wanted}
+            result[self.primary] = graph[dataplane.model.heads.primary]
+            if LABEL in wanted:
+                result[LABEL] = dataplane.labels_from(graph)
         else:
             result = dict(dataplane.infer(feeds))
         return [tensor_of(name, result[name]) for name, _ in outputs]

@@ -95,7 +95,7 @@ def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> Any:
 
 
 def requested_outputs(
-    request: pb.ModelInferRequest, names: Sequence[str]
+    request: pb.ModelInferRequest, names: Sequence[str], extra: Sequence[str] = ()
 ) -> list[tuple[str, bool]]:
     """返す出力の (名前, raw か)。
 
@@ -106,7 +106,7 @@ def requested_outputs(
     if default_raw is None:
         default_raw = bool(request.raw_input_contents)
     requested = [(o.name, _bool_parameter(o.parameters, BINARY_DATA)) for o in request.outputs]
-    return v2.select_outputs(requested or None, default_raw, names)
+    return v2.select_outputs(requested or None, default_raw, names, extra)
 
 
 def _bool_parameter(parameters: Mapping[str, pb.InferParameter], key: str) -> bool | None:

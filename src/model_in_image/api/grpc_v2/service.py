@@ -76,7 +76,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         """推論（型付きの contents か raw_input_contents）。出力は種類による（REST と同じ）。"""
         dataplane = self.state.lookup(request.model_name, request.model_version or None)
         catalog = self._catalog(dataplane)
-        outputs = codec.requested_outputs(request, catalog.names)
+        outputs = codec.requested_outputs(request, catalog.names, catalog.extra)
         tensors = catalog.compute(codec.feeds_of(dataplane, request), outputs)
         return codec.encode_response(dataplane, request.id, outputs, tensors)
 

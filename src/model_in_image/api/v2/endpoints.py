@@ -125,7 +125,7 @@ def infer(
     catalog = catalog or codec.OutputCatalog(dataplane)
     json_part, binary = codec.split_body(body, header_length)
     wire = codec.decode_request(json_part)
-    outputs = codec.requested_outputs(wire, catalog.names)
+    outputs = codec.requested_outputs(wire, catalog.names, catalog.extra)
     tensors = catalog.compute(codec.feeds_of(dataplane, wire, binary), outputs)
     return codec.encode_response(dataplane, wire.id, outputs, tensors)
 
