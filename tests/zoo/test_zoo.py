@@ -230,3 +230,34 @@ def test_v2_binary_extension_matches_the_framework(serve: Serve, name: str) -> N
     close_to_framework(outputs[primary]["data"], case, case.prediction.values)
     if case.labels is not None:
         assert outputs["label"]["data"] == case.labels.values
+
+
+@pytest.mark.parametrize("name", cases("classifier"))
+def test_v2_graph_outputs_are_reachable_by_name(serve: Serve, name: str) -> None:
+    """分類器でも、グラフ自身の出力を名指しで返す（probabilities・label と重ならない名前）。"""
+    case = load_case(name)
+    client = serve(name)
+    listed = [o["name"] for o in client.get(f"/v2/models/{name}").json()["outputs"]]
+    graph = [o["name"] for o in case.outputs if o["name"] not in ("probabilities", "label")]
+    assert listed == ["probabilities", "label", *graph]
+    if not graph:
+        return
+    body = v2_request(case, case.rows) | {"outputs": [{"name": n} for n in [*graph, "label"]]}
+    response = client.post(f"/v2/models/{name}/infer", json=body)
+    assert response.status_code == 200, response.text
+    outputs = {out["name"]: out["data"] for out in response.json()["outputs"]}
+    assert case.labels is not None
+    assert outputs["label"] == case.labels.values
+    label_output = next(n for n in graph if "label" in n)
+    assert [str(v) for v in outputs[label_output]] == case.labels.values
+
+
+@pytest.mark.parametrize("name", ["sklearn_logreg_zipmap", "sklearn_gbr", "torch_mlp_logits"])
+def test_v2_unknown_output_lists_the_available_ones(serve: Serve, name: str) -> None:
+    """知らない出力の名前は 400 で、返せる名前を挙げる。"""
+    case = load_case(name)
+    body = v2_request(case, case.rows) | {"outputs": [{"name": "bogus"}]}
+    response = serve(name).post(f"/v2/models/{name}/infer", json=body)
+    assert response.status_code == 400, response.text
+    listed = [o["name"] for o in serve(name).get(f"/v2/models/{name}").json()["outputs"]]
+    assert all(n in response.json()["error"] for n in listed)
