@@ -30,7 +30,13 @@ XGBOOST = {
     "packages": ("xgboost", "onnxmltools"),
 }
 CATBOOST = {"framework": "catboost", "exporter": "catboost", "packages": ("catboost",)}
-_CATBOOST = {"iterations": 20, "depth": 3, "random_seed": SEED, "verbose": False}
+_CATBOOST = {
+    "iterations": 20,
+    "depth": 3,
+    "random_seed": SEED,
+    "verbose": False,
+    "allow_writing_files": False,  # catboost_info/ を作らない
+}
 
 
 def _initial(width: int) -> list[tuple[str, Any]]:
