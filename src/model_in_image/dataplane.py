@@ -21,6 +21,7 @@ from model_in_image.model.onnx_model import (
     SMALL_BATCH_ROWS,
     Array,
     Feeds,
+    InputRejectedError,
     NonFiniteOutputError,
     OnnxModel,
 )
@@ -54,6 +55,10 @@ class DataPlane:
     # 推論 1 回ごとに (入力, 値) を受け取る（予測の監視・予測ログ・トレース。例外は握りつぶす）
     listeners: tuple[Listener, ...] = ()
     sample_values: Array = field(init=False)
+    # サンプルのクラス名（/predict/test/label。クラスの無いモデルは空）
+    sample_labels: list[str] = field(init=False)
+    # 分類器のラベルの出力のコード → クラス名（"3" → "three"）。無ければ確率の最大の列で決める
+    _names_by_code: dict[str, str] | None = field(init=False)
     _width: int | None = field(init=False)
     _label_array: Any = field(init=False)
 
@@ -63,6 +68,10 @@ class DataPlane:
         single = len(self.model.signature.inputs) == 1
         self._width = spec.width if single and spec.is_float else None
         self._label_array = np.array(self.classes or (), dtype=object)
+        codes, classes = self.model.class_codes, self.classes
+        self._names_by_code = None
+        if codes is not None and classes is not None and len(codes) == len(classes):
+            self._names_by_code = dict(zip(codes, classes, strict=True))
         try:
             feeds = self.validate(self.sample, loc=("sample",))
         except InvalidInputError as exc:
@@ -71,7 +80,8 @@ class DataPlane:
             ) from exc
         try:
             self.sample_values = self.predict(feeds)
-        except NonFiniteOutputError as exc:
+            self.sample_labels = [] if self.classes is None else self.predict_labels(feeds)[1]
+        except (NonFiniteOutputError, InputRejectedError) as exc:
             raise ModelLoadError(f"model output on the sample input: {exc.message}") from exc
         except Exception as exc:  # ORT は独自の例外型を投げる：起動を 1 行の理由で止める
             raise ModelLoadError(f"model failed a prediction on the sample input: {exc}") from exc
@@ -145,6 +155,29 @@ class DataPlane:
                 listener(features, values)
             except Exception:  # 観測の誤りで推論を失敗させない
                 logger.exception("prediction listener failed")
+
+    def predict_labels(self, feeds: Feeds) -> tuple[Array, list[str]]:
+        """検証済みの入力を推論して (/predict の値, クラス名) を返す（クラスの無いモデルは 400）。
+
+        分類器のクラスはグラフ自身のラベルの出力から（SVC などは確率の最大の列と違うことがある）。
+        ほかのモデルは確率（またはロジット）の最大の列から。
+        """
+        if self.model.heads.label_output is None or self._names_by_code is None:
+            values = self.predict(feeds)
+            return values, self.labels_of(values)
+        values, outputs = self.infer(feeds)
+        return values, self.labels_from(values, outputs)
+
+    def labels_from(self, values: Array, outputs: dict[str, Array]) -> list[str]:
+        """infer の結果からクラス名（分類器はグラフのラベルの出力、ほかは値の最大の列）。"""
+        label = self.model.heads.label_output
+        names = self._names_by_code
+        if label is None or names is None:
+            return self.labels_of(values)
+        try:
+            return [names[str(code)] for code in outputs[label].reshape(-1).tolist()]
+        except KeyError:  # グラフのクラスに無いコード（壊れたグラフ）：確率から決める
+            return self.labels_of(values)
 
     def labels_of(self, values: Array) -> list[str]:
         """確率（またはロジット）から最尤クラスの名前を返す（クラスの無いモデルは 400）。"""

@@ -89,8 +89,8 @@ class BatchScorer:
         rows = rows_of(features)
         if rows == 0:
             return
-        probabilities = self._dataplane.predict(features)
-        self._writer.write(self._dataplane.labels_of(probabilities), probabilities)
+        probabilities, labels = self._dataplane.predict_labels(features)
+        self._writer.write(labels, probabilities)
         self.rows += rows
 
     def _row_by_row(self, chunk: Chunk, fmt: RowFormat) -> Feeds:
@@ -159,12 +159,15 @@ class BatchOptions:
 def load_batch_dataplane(settings: Settings, chunk_rows: int) -> DataPlane:
     """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_BATCH_ROWS でなくチャンクの行数）。
 
-    いまのバッチ推論は、クラス名を持ち実数 1 入力 [N, 幅] のモデルだけを扱う。
+    いまのバッチ推論は、クラスの確率を出し実数 1 入力 [N, 幅] のモデルだけを扱う。
     """
     dataplane = load_dataplane(settings.model_copy(update={"max_batch_rows": chunk_rows}))
-    if dataplane.input_width is None or dataplane.classes is None:
+    # proba_<名前> の列に書くのは確率だけ（ロジットのネットは MODEL_POSTPROCESS で確率にする）
+    probabilities = dataplane.classes is not None and dataplane.model.gives_probabilities
+    if dataplane.input_width is None or not probabilities:
         raise BatchError(
-            "batch scoring needs a model with class names and one float input [N, width]; "
+            "batch scoring needs a model with class probabilities and one float input "
+            "[N, width]; "
             f"this model is a {dataplane.kind.value} ({dataplane.model.describe()}): "
             "serve it over the REST or gRPC API instead"
         )

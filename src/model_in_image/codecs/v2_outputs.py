@@ -99,16 +99,19 @@ class OutputCatalog:
         """推論して要求された出力を順に作る（グラフの出力を求められたときだけ全出力を読む）。"""
         dataplane = self.dataplane
         graph = [name for name, _ in outputs if name in self._graph]
+        label = any(name == LABEL for name, _ in outputs)
         result: dict[str, Array | list[str]] = {}
         if graph:
             values, raw = dataplane.infer(feeds)
             for name in graph:
                 result[name] = raw[self._graph[name]]
+            if label:  # 分類器はグラフ自身のラベルの出力から（SVC では確率の最大の列と違いうる）
+                result[LABEL] = dataplane.labels_from(values, raw)
+        elif label:
+            values, result[LABEL] = dataplane.predict_labels(feeds)
         else:
             values = dataplane.predict(feeds)
         result[PROBABILITIES] = values
-        if any(name == LABEL for name, _ in outputs):
-            result[LABEL] = dataplane.labels_of(values)
         return [tensor_of(name, result[name]) for name, _ in outputs]
 
 

@@ -152,7 +152,9 @@ def _int(value: Any, spec: TensorSpec, loc: Loc) -> None:
     info = np.iinfo(spec.dtype)
     if not info.min <= value <= info.max:
         raise InvalidInputError.single(
-            loc, f"value {value} is outside the {spec.element} range [{info.min}, {info.max}]"
+            loc,
+            f"input {spec.name!r}: value {value} is outside the {spec.element} range "
+            f"[{info.min}, {info.max}]",
         )
 
 

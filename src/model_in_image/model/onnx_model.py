@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from math import isfinite
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from model_in_image.errors import ModelLoadError, ModelServerError
 from model_in_image.model.graph import REGRESSOR_OPS, GraphInfo, read_graph
@@ -40,6 +42,12 @@ class NonFiniteOutputError(ModelServerError):
     """モデルの出力が有限でない（NaN・無限大）：応答できない（500）。"""
 
 
+class InputRejectedError(ModelServerError):
+    """型と形は正しいが、モデルがその値では計算できない（例: 語彙の外のトークン ID）：400。"""
+
+    status_code = 400
+
+
 def session_options(intra_op_threads: int) -> ort.SessionOptions:
     """明示的なセッション設定（CPU・スレッド数固定・逐次実行）。"""
     options = ort.SessionOptions()
@@ -61,7 +69,24 @@ def open_session(path: Path, threads: int) -> ort.InferenceSession:
             str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # ORT は独自の例外型を投げる
-        raise ModelLoadError(f"model file is not a loadable ONNX model: {path}: {exc}") from exc
+        raise ModelLoadError(load_failure(path, exc)) from exc
+
+
+_LOCALE_FAILURE = re.compile(r"Failed to construct locale with name:\s*([^:\s]+)")
+
+
+def load_failure(path: Path, exc: Exception) -> str:
+    """セッションを開けなかった理由の文面（ロケールの不足はモデルの誤りと区別する）。"""
+    missing = _LOCALE_FAILURE.search(str(exc))
+    if missing is None:
+        return f"model file is not a loadable ONNX model: {path}: {exc}"
+    # skl2onnx の TfidfVectorizer・CountVectorizer は StringNormalizer に既定で en_US.UTF-8 を使う
+    return (
+        f"model {path} needs the locale {missing.group(1)} (a StringNormalizer node, e.g. from "
+        "a skl2onnx TfidfVectorizer or CountVectorizer), which this machine does not have: "
+        "re-export with options={vectorizer: {'locale': 'C.UTF-8'}} or install that locale "
+        f"in the image ({exc})"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +135,7 @@ class OnnxModel:
         self.heads = _decide(self.signature, self.graph, probe, kind)
         self._check_postprocess()
         self._names = [self.heads.primary]
-        # クラスのコード（確率の列の順）：グラフの属性、ZipMap のキー、無ければ None
+        # クラスのコード（確率の列の順）：グラフの属性、ZipMap のキー、[N, C] のネットは列の番号
         self.class_codes = self._class_codes(probe)
 
     @property
@@ -177,7 +202,7 @@ class OnnxModel:
         batch = self.fixed_batch
         rows = len(next(iter(feeds.values())))
         if batch is None or rows == batch:
-            return self._session.run(names, feeds)  # type: ignore[no-any-return]
+            return self._run_session(names, feeds)
         chunks = [self._run_chunk(feeds, start, batch, names) for start in range(0, rows, batch)]
         joined: list[Any] = []
         for parts in zip(*chunks, strict=True):
@@ -195,7 +220,18 @@ class OnnxModel:
                 pad = np.repeat(part[-1:], batch - len(part), axis=0)
                 part = np.concatenate([part, pad])
             chunk[name] = part
-        return self._session.run(names, chunk)
+        return self._run_session(names, chunk)
+
+    def _run_session(self, names: list[str] | None, feeds: Feeds) -> list[Any]:
+        """ONNX Runtime で実行する。入力の値による失敗（INVALID_ARGUMENT）は 400 にする。
+
+        型と形は検証済みなので、ここでの INVALID_ARGUMENT は値のせい（Gather の範囲外の添字など）。
+        """
+        try:
+            return self._session.run(names, feeds)  # type: ignore[no-any-return]
+        except InvalidArgument as exc:
+            reason = str(exc).split("INVALID_ARGUMENT : ", 1)[-1]
+            raise InputRejectedError(f"the model cannot compute this input: {reason}") from None
 
     def predict(self, feeds: Feeds) -> Array:
         """/predict の値：確率 [N, C]、回帰の値、ロジット、または最初の出力。"""

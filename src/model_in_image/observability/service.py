@@ -56,7 +56,9 @@ class Observability:
         if tracing is not None:
             self.telemetry.tracing = tracing
             listeners.append(tracing.observe)
-        if metrics is not None and settings.prediction_monitoring:
+        # 予測の監視はクラスの確率 [N, C] を数える：回帰・テンソル・ロジットの値には使わない
+        monitored = dataplane.model.gives_probabilities
+        if metrics is not None and settings.prediction_monitoring and monitored:
             reference = dataplane.card.reference if dataplane.card is not None else None
             # クラスの指標は値が確率で、クラス名のあるモデルだけ
             classes = dataplane.model.gives_probabilities and dataplane.classes is not None

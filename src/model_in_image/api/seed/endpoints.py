@@ -11,6 +11,7 @@ from model_in_image.api.seed import schemas
 from model_in_image.codecs import seed as codec
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError, NoClassesError, NotReadyError
+from model_in_image.model.onnx_model import Feeds
 from model_in_image.runtime import FloatArray
 from model_in_image.state import ServerState
 from model_in_image.transport.http import Request, Response
@@ -100,7 +101,7 @@ class SeedAPI:
             sample_label = error_response(reason)
         else:
             labels = Response(200, codec.encode_label_map(dataplane.labels))
-            sample_label = Response(200, codec.encode_labels(dataplane.labels_of(values)))
+            sample_label = Response(200, codec.encode_labels(dataplane.sample_labels))
         self._documents = _Documents(
             metadata=Response(200, codec.encode_metadata(dataplane)),
             labels=labels,
@@ -144,15 +145,19 @@ class SeedAPI:
         """ラベル名を返す推論（クラスの無いモデルは推論せずに 400）。"""
         if self.state.require().classes is None:
             return self.documents().sample_label
-        dataplane, probabilities = self._predict(await request.body())
-        return Response(200, codec.encode_labels(dataplane.labels_of(probabilities)))
+        dataplane, feeds = self._feeds(await request.body())
+        _, labels = dataplane.predict_labels(feeds)
+        return Response(200, codec.encode_labels(labels))
 
     def _predict(self, body: bytes) -> tuple[DataPlane, FloatArray]:
+        dataplane, feeds = self._feeds(body)
+        return dataplane, dataplane.predict(feeds)
+
+    def _feeds(self, body: bytes) -> tuple[DataPlane, Feeds]:
         dataplane = self.state.require()
         numeric = self.documents().numeric
         rows = codec.decode_rows(body, numeric=numeric)
-        feeds = dataplane.validate(rows, loc=ROWS_LOC, numeric=numeric)
-        return dataplane, dataplane.predict(feeds)
+        return dataplane, dataplane.validate(rows, loc=ROWS_LOC, numeric=numeric)
 
     def routes(self) -> list[Route]:
         """シード API のルート表。"""
