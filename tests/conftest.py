@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from model_in_image.loading import load_dataplane
 from model_in_image.settings import Settings
 from support.apps import SettingsFactory
 from support.env import clear_settings_env
-from support.figures import print_figures
+from support.figures import figure_recorder, print_figures
 from support.paths import MODELS_DIR, REFERENCE_DIR
 
 with warnings.catch_warnings():
@@ -115,6 +115,12 @@ def restore_logging() -> Iterator[None]:
             lg.setLevel(level)
             lg.propagate = propagate
             lg.disabled = disabled
+
+
+@pytest.fixture(scope="session")
+def timing_figure(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """測った時間を最後に表示する（判定は目標の 5 倍以上の余裕。精しい値はここと benchmarks）。"""
+    return figure_recorder(pytestconfig, "model-in-image timings (printed, not asserted)")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

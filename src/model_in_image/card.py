@@ -23,6 +23,7 @@ import numpy as np
 from model_in_image import __version__
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelLoadError, ModelServerError
+from model_in_image.heldout import heldout_accuracy
 from model_in_image.loading import load_dataplane, open_dataplane
 from model_in_image.model.kinds import Postprocess
 from model_in_image.modelcard import ModelCard, reference_statistics
@@ -101,11 +102,14 @@ def create_card(
     sample: list[Any] | None = None,
     reference: Path | None = None,
     postprocess: Postprocess = Postprocess.NONE,
+    accuracy: tuple[Path, str] | None = None,
 ) -> ModelCard:
     """どこかで学習したモデルのカードを作る（サーバーが拒むモデルなら ModelLoadError）。
 
     サンプルは指定が無ければ参照データの先頭行、それも無ければ 0 の 1 行（どちらもモデルが
     受け付けることをウォームアップで確かめる）。参照データがあれば特徴量ごとの参照分布を付ける。
+    accuracy（検証データの CSV と正解の列）があれば heldout_accuracy を測る。library_versions は
+    モデルのファイルに記録された作り手と opset の版。
     """
     probe = open_dataplane(model, labels, name=name or model.stem, postprocess=postprocess)
     facts = ModelFacts.of(probe, name or model.stem)
@@ -128,6 +132,7 @@ def create_card(
         postprocess=postprocess,
     )
     names = feature_names or [f"x{i}" for i in range(width or 0)]
+    measured = heldout_accuracy(dataplane, *accuracy, feature_names) if accuracy else None
     return ModelCard(
         name=facts.name,
         model_file=facts.model_file,
@@ -141,7 +146,9 @@ def create_card(
         inputs=facts.inputs,
         outputs=facts.outputs,
         postprocess=facts.postprocess,
+        heldout_accuracy=measured,
         sample_input=dataplane.sample,
+        library_versions=dataplane.model.graph.library_versions(),
         feature_names=feature_names,
         reference=reference_statistics(data, names) if data is not None else None,
         validated_with={"model-in-image": __version__, "onnxruntime": version("onnxruntime")},
@@ -307,6 +314,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     card.add_argument("--reference", type=Path, help="参照データの CSV（特徴量ごとの参照分布）")
     card.add_argument("--name", help="モデル名（既定はモデルファイル名の stem）")
     card.add_argument(
+        "--accuracy-csv",
+        type=Path,
+        metavar="FILE",
+        help="ラベル付きの検証データの CSV（見出し行つき）。正解率を heldout_accuracy に書く",
+    )
+    card.add_argument(
+        "--target",
+        metavar="COLUMN",
+        help="--accuracy-csv の正解の列（クラス名・クラスのコード）",
+    )
+    card.add_argument(
         "--output",
         type=Path,
         help="書き出し先（既定はモデルと同じ場所の model_card.json、- は標準出力）",
@@ -344,6 +362,7 @@ def main(args: argparse.Namespace) -> int:
             sample=sample,
             reference=args.reference,
             postprocess=args.postprocess,
+            accuracy=_accuracy_args(args.accuracy_csv, args.target),
         )
         target = args.output or args.model.with_name("model_card.json")
         if str(target) == "-":
@@ -358,6 +377,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _accuracy_args(path: Path | None, target: str | None) -> tuple[Path, str] | None:
+    """--accuracy-csv と --target は揃って指定する。"""
+    if path is None and target is None:
+        return None
+    if path is None or target is None:
+        raise CardInputError("--accuracy-csv FILE and --target COLUMN go together")
+    return path, target
 
 
 def _expectations(pairs: Sequence[str]) -> dict[str, str]:

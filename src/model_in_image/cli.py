@@ -23,6 +23,8 @@ from model_in_image.batch import (
     BatchResult,
     InputFormat,
     OutputFormat,
+    ProgressMode,
+    choose_mode,
     load_batch_dataplane,
     run_batch,
 )
@@ -32,7 +34,7 @@ from model_in_image.errors import ModelServerError
 from model_in_image.loading import load_dataplane
 from model_in_image.logconfig import logging_config
 from model_in_image.sbom import sbom_summary
-from model_in_image.settings import Settings
+from model_in_image.settings import LogLevel, Settings
 
 EXIT_USAGE = 2
 # 書き込み先のパイプが閉じられた（例 `| head`）：シェルの慣習どおり 128 + SIGPIPE
@@ -147,7 +149,17 @@ def _parser() -> argparse.ArgumentParser:
         "標準出力なら predict-errors.jsonl）",
     )
     predict.add_argument(
-        "-q", "--quiet", action="store_true", help="進み具合と最後の集計を表示しない"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="警告と誤りだけを表示する（進み具合・最後の集計・INFO のログを出さない）",
+    )
+    predict.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="進み具合を必ず出す・出さない（既定：端末なら出す。大きさの分からない端末や "
+        "--progress でパイプのときは 10 秒ごとの 1 行）",
     )
 
     sub.add_parser("info", parents=[model], help="モデルカードとランタイムが導いた情報を表示する")
@@ -188,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # serve 以外は標準出力を結果だけにする（ログは標準エラーへ）
         stream = "stdout" if args.command == "serve" else "stderr"
         logging.config.dictConfig(
-            logging_config(settings.log_level, settings.log_format, stream=stream)
+            logging_config(_log_level(settings, args), settings.log_format, stream=stream)
         )
         if args.command == "serve":
             from model_in_image.server import serve
@@ -203,6 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelServerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+
+
+def _log_level(settings: Settings, args: argparse.Namespace) -> LogLevel:
+    """-q（predict）は警告と誤りだけ：設定のレベルが WARNING より低ければ WARNING にする。"""
+    level = settings.log_level
+    quiet = getattr(args, "quiet", False)
+    if quiet and logging.getLevelNamesMapping()[level.value] < logging.WARNING:
+        return LogLevel.WARNING
+    return level
 
 
 def _train(output_dir: Path, seed: int) -> int:
@@ -249,7 +270,7 @@ def _predict(settings: Settings, args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_rows,
         skip_invalid=args.skip_invalid,
         errors=args.errors,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=ProgressMode.OFF if args.quiet else choose_mode(args.progress, sys.stderr),
     )
     dataplane = load_batch_dataplane(settings, args.chunk_rows)
     try:

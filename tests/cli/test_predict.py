@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model_in_image.batch import BatchOptions, load_batch_dataplane, run_batch
+from model_in_image.batch import BatchOptions, ProgressMode, load_batch_dataplane, run_batch
 from model_in_image.cli import main
 from model_in_image.dataplane import DataPlane
 from model_in_image.settings import Settings
@@ -387,7 +387,9 @@ def test_progress_bar_on_stderr(
     """進み具合は端末のときだけ出す（main が isatty で決める）。出すときは標準エラーへ。"""
     source = write(tmp_path, "rows.csv", csv_text(iris_rows(2_000)))
     batch = load_batch_dataplane(settings, 500)
-    result = run_batch(batch, BatchOptions(input=str(source), chunk_rows=500, progress=True))
+    result = run_batch(
+        batch, BatchOptions(input=str(source), chunk_rows=500, progress=ProgressMode.BAR)
+    )
     captured = capsys.readouterr()
     assert result.rows == 2_000
     assert "predict: 100%" in captured.err

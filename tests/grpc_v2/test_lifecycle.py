@@ -30,7 +30,9 @@ from support.servers import STOP_TIMEOUT, launch, start_server
 
 pytestmark = pytest.mark.timeout(120)
 
-DRAIN = 2.0
+# ドレインの間に確かめを終える：混んだ 2 コアでも届くよう、気づく目標（1 秒）の 5 倍より長く
+DRAIN = 8.0
+NOTICE_TARGET = 1.0
 ONE_ROW = np.array([SETOSA], dtype=np.float32)
 TCP_LISTEN = "0A"
 
@@ -62,7 +64,7 @@ def test_sigterm_turns_health_not_serving_and_drains(tmp_path: Path) -> None:
 
         server.terminate()
         sigterm_at = time.monotonic()
-        wait_for(lambda: health_status(target) == NOT_SERVING, 1.0, "NOT_SERVING")
+        wait_for(lambda: health_status(target) == NOT_SERVING, 5 * NOTICE_TARGET, "NOT_SERVING")
         noticed_after = time.monotonic() - sigterm_at
         # ドレイン中：ヘルスと readiness は落ちるが、推論は答え続ける（HTTP と同じ）
         assert health_status(target, SERVICE) == NOT_SERVING
@@ -76,7 +78,7 @@ def test_sigterm_turns_health_not_serving_and_drains(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert code == 0, server.log()
-    assert DRAIN <= exited_after < DRAIN + 5.0
+    assert DRAIN <= exited_after < DRAIN + 10.0  # 終わりの目標は直後、判定は広い余裕
     assert health_status(target) is None  # 終了後は待ち受けていない
     assert "gRPC stopped" in server.log()
     print(f"\ngRPC drain: NOT_SERVING {noticed_after:.2f} s after SIGTERM, exit 0 after "

@@ -27,7 +27,8 @@ from support.samples import JSON, PREDICT_BODY, VIRGINICA
 from .conftest import Observe, Observed
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-FAST_SECONDS = 1.0
+# 「止まらない」の判定：受け口の期限（10 秒）より十分短く、目標（すぐ）の 5 倍以上の余裕
+FAST_SECONDS = 5.0
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -158,6 +159,7 @@ def test_stop_gives_up_on_a_stuck_sink() -> None:
         assert sink.wait_for(1, timeout=5)  # 1 件目は送信中のまま止まる
         started = time.monotonic()
         log.stop(timeout=0.3)
-        assert time.monotonic() - started < 2
+        # 目標 0.3 秒、判定は 5 倍以上の余裕（止まった受け口の期限 10 秒よりは短い）
+        assert time.monotonic() - started < 5
     reason = {"reason": "shutdown"}
     assert registry.get_sample_value("model_prediction_log_dropped_total", reason) == 3

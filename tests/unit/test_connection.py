@@ -112,8 +112,9 @@ def test_idle_keep_alive_closes_after_its_own_timeout(keep_alive_server: int) ->
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: a\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         start = time.monotonic()
-        assert closed_within(sock, 4)
-        assert 0.8 <= time.monotonic() - start < 4
+        # 目標 1 秒、上の判定は 5 倍以上の余裕（下は期限より前に閉じないこと）
+        assert closed_within(sock, 6)
+        assert 0.8 <= time.monotonic() - start < 6
 
 
 def test_request_started_on_a_kept_alive_connection_gets_the_request_timeout(

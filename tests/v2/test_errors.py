@@ -227,10 +227,10 @@ def test_model_fault_is_500_without_details(
     assert isinstance(app, ModelServerApp)
     assert app.state.dataplane is not None
 
-    def broken(_features: Any) -> Any:
+    def broken(*_args: Any) -> Any:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(app.state.dataplane.model, "predict", broken)
+    monkeypatch.setattr(app.state.dataplane.model, "run", broken)
     response = client.post(INFER, json=infer_body(SETOSA))
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error"}

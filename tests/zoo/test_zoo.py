@@ -251,12 +251,13 @@ def test_v2_binary_extension_matches_the_framework(serve: Serve, name: str) -> N
 
 @pytest.mark.parametrize("name", cases("classifier"))
 def test_v2_graph_outputs_are_reachable_by_name(serve: Serve, name: str) -> None:
-    """分類器でも、グラフ自身の出力を名指しで返す（probabilities・label と重ならない名前）。"""
+    """分類器でもグラフの出力を名指しで返す（probabilities・label と重なる名前は graph: 付き）。"""
     case = load_case(name)
     client = serve(name)
     listed = [o["name"] for o in client.get(f"/v2/models/{name}").json()["outputs"]]
-    graph = [o["name"] for o in case.outputs if o["name"] not in ("probabilities", "label")]
-    assert listed == ["probabilities", "label", *graph]
+    derived = ("probabilities", "label")
+    graph = [f"graph:{o['name']}" if o["name"] in derived else o["name"] for o in case.outputs]
+    assert listed == [*derived, *graph]
     if not graph:
         return
     body = v2_request(case, case.rows) | {"outputs": [{"name": n} for n in [*graph, "label"]]}

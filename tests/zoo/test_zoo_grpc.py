@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model_in_image.api.grpc_v2._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.api.grpc_v2.service import InferenceService
 from model_in_image.codecs.v2_grpc import TYPED_FIELDS
 from model_in_image.errors import ModelServerError
+from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from support.zoo import Serve, ZooCase, case_names, load_case, v2_tensors
 
 PROBABILITY_KINDS = ("classifier", "probabilities")

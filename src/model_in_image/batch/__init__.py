@@ -6,6 +6,7 @@ readers が入力を行番号つきのチャンクにし、scoring が HTTP と�
 """
 
 from model_in_image.batch.base import STDIO, BatchError
+from model_in_image.batch.progress import ProgressMode, choose_mode
 from model_in_image.batch.readers import InputFormat
 from model_in_image.batch.scoring import (
     DEFAULT_CHUNK_ROWS,
@@ -26,6 +27,8 @@ __all__ = [
     "BatchResult",
     "InputFormat",
     "OutputFormat",
+    "ProgressMode",
+    "choose_mode",
     "load_batch_dataplane",
     "run_batch",
 ]

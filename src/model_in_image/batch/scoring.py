@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -12,11 +11,11 @@ from typing import IO, Any, cast
 
 import numpy as np
 import orjson
-from tqdm import tqdm
 
 from model_in_image.batch.base import STDIO, BatchError, RowError
 from model_in_image.batch.formats import RowFormat
-from model_in_image.batch.readers import Chunk, InputFormat, Source, open_source
+from model_in_image.batch.progress import LINE_INTERVAL_SECONDS, ProgressMode, open_progress
+from model_in_image.batch.readers import Chunk, InputFormat, open_source
 from model_in_image.batch.writers import OutputFormat, OutputTarget, Writer
 from model_in_image.dataplane import DataPlane, rows_of
 from model_in_image.errors import InvalidInputError
@@ -153,7 +152,8 @@ class BatchOptions:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     skip_invalid: bool = False
     errors: str | None = None
-    progress: bool = False
+    progress: ProgressMode = ProgressMode.OFF
+    progress_interval: float = LINE_INTERVAL_SECONDS
 
 
 def load_batch_dataplane(settings: Settings, chunk_rows: int) -> DataPlane:
@@ -190,12 +190,14 @@ def run_batch(dataplane: DataPlane, options: BatchOptions) -> BatchResult:
             errors = _error_log(options, stack) if options.skip_invalid else None
             scorer = BatchScorer(dataplane, writer, errors)
             read = 0
-            with _progress(source, enabled=options.progress) as bar:
+            progress = open_progress(
+                options.progress, source.total, source.unit, options.progress_interval
+            )
+            with progress:
                 for chunk in source.chunks:
                     scorer.score(chunk, source.format)
                     read += len(chunk.numbers)
-                    bar.update(source.position() - bar.n)
-                    bar.set_postfix_str(f"{scorer.rows:,} rows", refresh=False)
+                    progress.advance(source.position(), scorer.rows)
             if read == 0:
                 raise BatchError(f"no rows in input {options.input}")
         output.commit()
@@ -219,20 +221,3 @@ def _error_log(options: BatchOptions, stack: ExitStack) -> ErrorLog:
     except OSError as exc:
         raise BatchError(f"cannot write error file {path}: {exc.strerror or exc}") from None
     return ErrorLog(handle, path)
-
-
-def _progress(source: Source, *, enabled: bool) -> tqdm[Any]:
-    """標準エラーが端末のときだけ表示する進み具合（ファイルならバイト、Parquet なら行）。"""
-    if source.unit == "B":
-        return tqdm(
-            total=source.total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            disable=not enabled,
-            file=sys.stderr,
-            desc="predict",
-        )
-    return tqdm(
-        total=source.total, unit="rows", disable=not enabled, file=sys.stderr, desc="predict"
-    )

@@ -180,6 +180,8 @@ class OutputTarget:
         if self._handle is not None:
             self._handle.close()
         if self._temp is not None:
+            # mkstemp は 0600 で作る：ふつうに開いたファイルと同じく umask に従わせる
+            os.chmod(self._temp, 0o666 & ~current_umask())
             os.replace(self._temp, self.path)
             self._temp = None
 
@@ -189,3 +191,10 @@ class OutputTarget:
             self._handle.close()
         if self._temp is not None:
             self._temp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """このプロセスの umask（読むには一度設定し直すしかない）。"""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask

@@ -78,6 +78,7 @@ class OutputCatalog:
         if dataplane.classes is not None:
             derived.append((LABEL, "BYTES", [-1]))
         taken = {name for name, _, _ in derived}
+        self._label = LABEL in taken
         # 公開名 → グラフの出力名
         self._graph: dict[str, str] = {}
         graph: list[tuple[str, str, list[int]]] = []
@@ -99,7 +100,7 @@ class OutputCatalog:
         """推論して要求された出力を順に作る（グラフの出力を求められたときだけ全出力を読む）。"""
         dataplane = self.dataplane
         graph = [name for name, _ in outputs if name in self._graph]
-        label = any(name == LABEL for name, _ in outputs)
+        label = self._label and any(name == LABEL for name, _ in outputs)
         result: dict[str, Array | list[str]] = {}
         if graph:
             values, raw = dataplane.infer(feeds)

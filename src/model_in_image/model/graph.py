@@ -37,6 +37,17 @@ class GraphInfo:
     class_codes_are_ints: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
 
+    def library_versions(self) -> dict[str, str]:
+        """カードの library_versions：作り手の版とドメインごとの opset（`<ドメイン>-opset`）。
+
+        記録されていない値は書かない（作り手の名前だけがあれば版は unknown）。
+        """
+        versions: dict[str, str] = {}
+        if self.producer_name:
+            versions[self.producer_name] = self.producer_version or "unknown"
+        versions.update({f"{domain}-opset": str(v) for domain, v in sorted(self.opsets.items())})
+        return versions
+
     def produced_by(self, output: str, ops: frozenset[str]) -> bool:
         """出力が ops のいずれかで作られるか。"""
         return self.producers.get(output, "") in ops
