@@ -8,6 +8,11 @@
 - パイプライン：受け取り済みで未処理のリクエストがある間は読み込みを止める（応答を読まずに
   送り続けるクライアントの分を記憶に溜めない）。
 - Host：HTTP/1.1 で Host が無い・2 つ以上なら 400（RFC 9112 §3.2）。
+- パーサ・URL パーサが拒むリクエスト（CONNECT x:80、GET http://[ など）は 400 と
+  Connection: close。ログは間隔ごとに 1 行の WARNING（件数付き）で、トレースバックは書かない。
+- Upgrade：平文の HTTP/1.1 だけを話す。Upgrade は無視してふつうに応答し、その後で閉じる
+  （WebSocket のライブラリが入っていても同じ。Upgrade の後のバイト列は HTTP として読まない）。
+  ボディのある Upgrade はパーサがボディを読まないので、すぐに 400 で断る。
 - 処理待ちの数：ASGI の拡張 scope["extensions"][IN_FLIGHT] で、リクエストを受け取った時点の
   このワーカーの処理待ち（アプリに渡して終わっていないリクエスト）の数を渡す。受け入れるかは
   アプリが決める（uvicorn の tasks は終わったタスクを次の周回まで含むので使わない）。
@@ -21,6 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
+import logging
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +49,8 @@ FEED_SLICE = 8192
 # ドレイン中のアイドル接続の猶予と、1 件も受け取っていない接続が最初のリクエストを送る猶予（秒）
 DRAIN_IDLE_SECONDS = 0.5
 FIRST_REQUEST_GRACE_SECONDS = 1.0
+# 壊れたリクエストの WARNING を書く間隔（秒）：間隔ごとに 1 行、その間の件数を添える
+MALFORMED_LOG_INTERVAL_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +119,40 @@ class _Rejected(Exception):  # noqa: N818 - 応答で終わるので誤りでは
         self.detail = detail
 
 
-_REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class MalformedLog:
+    """壊れたリクエストの WARNING を間隔ごとに 1 行に抑える（その間の件数を数える）。"""
+
+    def __init__(self, interval: float = MALFORMED_LOG_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self.suppressed = 0
+        self._next_at = 0.0
+
+    def warn(self, logger: logging.Logger, detail: str) -> None:
+        """間隔の初めの 1 件だけを書き、残りは数える。"""
+        now = time.monotonic()
+        if now < self._next_at:
+            self.suppressed += 1
+            return
+        count, self.suppressed = self.suppressed + 1, 0
+        self._next_at = now + self.interval
+        logger.warning(
+            "malformed request answered 400: %s (%d since the last such line; "
+            "at most one line per %.0f s)",
+            detail,
+            count,
+            self.interval,
+        )
+
+
+MALFORMED = MalformedLog()
 
 
 class _PipelineFlowControl(FlowControl):
@@ -139,6 +182,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.ws_protocol_class = None  # WebSocket は話さない（ライブラリの有無によらない）
         self.limits = config.limits if isinstance(config, ServerConfig) else ConnectionLimits()
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at: float | None = None
@@ -264,15 +308,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()
+            self._ignore_upgrade()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if not isinstance(cause, _Rejected):
-                raise
-            self._reject(cause)
-        except httptools.HttpParserError:
-            self.logger.warning("Invalid HTTP request received.")
-            self.send_400_response("Invalid HTTP request received.")
+            if isinstance(cause, _Rejected):
+                self._reject(cause)
+            elif isinstance(cause, httptools.HttpParserInvalidURLError):
+                self._malformed("invalid request target")
+            else:  # コールバックが受け取った値を扱えなかった（トレースバックは書かない）
+                self._malformed(f"request the parser callbacks could not handle ({cause!r:.80})")
+        except httptools.HttpParserError as exc:
+            self._malformed(f"invalid HTTP request ({exc})")
+
+    def _malformed(self, detail: str) -> None:
+        """パーサが拒んだリクエスト：400 で閉じ、ログは間隔ごとに 1 行。"""
+        MALFORMED.warn(self.logger, detail)
+        self._reject(_Rejected(400, detail))
+
+    def _should_upgrade(self) -> bool:
+        """Upgrade には応じない（ふつうの HTTP/1.1 として応答する）。"""
+        return False
+
+    def _has_body(self) -> bool:
+        return any(
+            (name == b"content-length" and value.strip() not in (b"", b"0"))
+            or name == b"transfer-encoding"
+            for name, value in self.headers
+        )
+
+    def _ignore_upgrade(self) -> None:
+        """Upgrade 付きのリクエストには応答の後で閉じる（後のバイト列はパーサが読まない）。"""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif not self.transport.is_closing():
+            self.transport.close()
 
     def _head_too_large(self) -> _Rejected:
         if not self.headers:  # まだ最初のヘッダも届いていない：リクエスト行が長すぎる
@@ -281,7 +350,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _reject(self, rejection: _Rejected) -> None:
         """JSON の誤りを返して接続を閉じる（以後の受信は捨てる）。"""
-        body = b'{"detail":"' + rejection.detail.encode() + b'"}'
+        body = json.dumps({"detail": rejection.detail}).encode()
         status = rejection.status
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
@@ -325,6 +394,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         if self._hosts != 1 and self.parser.get_http_version() == "1.1":
             raise _Rejected(400, "HTTP/1.1 requests need exactly one Host header")
+        if self.parser.should_upgrade() and self._has_body():
+            # Upgrade ではパーサがヘッダの後を読まない：ボディを捨てて応答せず、すぐに断る
+            raise _Rejected(400, "Upgrade is not supported on a request with a body")
         self.scope["extensions"] = {IN_FLIGHT: _CONNECTIONS.in_flight}  # type: ignore[dict-item]
         previous = self.cycle
         super().on_headers_complete()
