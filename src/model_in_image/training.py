@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from model_in_image.card import ModelFacts
+from model_in_image.facts import ModelFacts
 from model_in_image.loading import open_dataplane
 from model_in_image.modelcard import ModelCard, reference_statistics
 

@@ -10,7 +10,6 @@ import pytest
 
 from model_in_image.card import (
     CardInputError,
-    ModelFacts,
     check_model,
     create_card,
     parse_sample,
@@ -18,6 +17,7 @@ from model_in_image.card import (
     write_card,
 )
 from model_in_image.errors import ModelLoadError
+from model_in_image.facts import ModelFacts
 from model_in_image.modelcard import ModelCard, bin_counts
 from model_in_image.runtime import sha256_of
 from support.models import (

@@ -19,12 +19,8 @@ import uvicorn
 
 from model_in_image.api.app import create_app
 from model_in_image.server import uvicorn_config
-from model_in_image.transport.connection import (
-    IN_FLIGHT,
-    ServerConfig,
-    begin_drain,
-    reset_drain,
-)
+from model_in_image.transport.connection import IN_FLIGHT, ServerConfig
+from model_in_image.transport.connections import begin_drain, reset_drain
 from support.apps import SettingsFactory
 from support.net import free_port, wait_for
 

@@ -13,7 +13,7 @@ from model_in_image.api.grpc_v2 import admission
 from model_in_image.api.grpc_v2.admission import IDLE_SECONDS, SAMPLE_SECONDS, Admission
 from model_in_image.metrics import Metrics
 from model_in_image.state import ServerState
-from model_in_image.transport.connection import requests_in_flight
+from model_in_image.transport.connections import requests_in_flight
 
 LIMIT = 4
 

@@ -30,7 +30,7 @@ from model_in_image.metrics import Metrics
 from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
 from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.state import ServerState
-from model_in_image.transport.connection import requests_in_flight
+from model_in_image.transport.connections import requests_in_flight
 from support.apps import SettingsFactory
 from support.grpc_v2 import CALL_TIMEOUT, NOT_SERVING, SERVING, health_status
 from support.net import HOST, free_port

@@ -34,7 +34,7 @@ from model_in_image.metrics import Metrics
 from model_in_image.observability.service import Observability
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
-from model_in_image.transport.connection import begin_drain, reset_drain
+from model_in_image.transport.connections import begin_drain, reset_drain
 from model_in_image.transport.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-import logging
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +38,9 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState as UvicornServerState
 
+from model_in_image.transport.connections import CONNECTIONS as _CONNECTIONS
+from model_in_image.transport.connections import MALFORMED, REASONS, Rejected
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_URL_BYTES = 16 * 1024
 IN_FLIGHT = "model_in_image.in_flight"
@@ -49,8 +50,6 @@ FEED_SLICE = 8192
 # ドレイン中のアイドル接続の猶予と、1 件も受け取っていない接続が最初のリクエストを送る猶予（秒）
 DRAIN_IDLE_SECONDS = 0.5
 FIRST_REQUEST_GRACE_SECONDS = 1.0
-# 壊れたリクエストの WARNING を書く間隔（秒）：間隔ごとに 1 行、その間の件数を添える
-MALFORMED_LOG_INTERVAL_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,91 +67,6 @@ class ServerConfig(uvicorn.Config):
     def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.limits = limits
-
-
-class _Connections:
-    """このプロセスの接続とドレインの状態（シグナルはプロセス単位なのでここもプロセス単位）。"""
-
-    def __init__(self) -> None:
-        self.live: weakref.WeakSet[GuardedHttpToolsProtocol] = weakref.WeakSet()
-        self.draining = False
-        # アプリに渡したが終わっていないリクエストの数（実行待ちを含む）
-        self.in_flight = 0
-
-
-_CONNECTIONS = _Connections()
-
-
-def begin_drain() -> None:
-    """ドレインを始める：以後の応答は Connection: close、アイドルの接続は猶予の後に閉じる。"""
-    _CONNECTIONS.draining = True
-    for connection in list(_CONNECTIONS.live):
-        connection.start_draining()
-
-
-def reset_drain() -> None:
-    """ドレインの状態を戻す（同じプロセスでサーバーを起動し直すとき）。"""
-    _CONNECTIONS.draining = False
-
-
-def requests_in_flight() -> int:
-    """このプロセスの処理待ちの数（HTTP と gRPC の合計：受け入れ制御の予算は両方で共有）。"""
-    return _CONNECTIONS.in_flight
-
-
-def count_in_flight(task: asyncio.Task[Any]) -> None:
-    """HTTP の外のリクエスト（gRPC の RPC）を、そのタスクが終わるまで処理待ちの数に数える。"""
-    _CONNECTIONS.in_flight += 1
-    task.add_done_callback(_uncount)
-
-
-def _uncount(task: asyncio.Task[Any]) -> None:
-    _CONNECTIONS.in_flight -= 1
-
-
-class _Rejected(Exception):  # noqa: N818 - 応答で終わるので誤りではない
-    """受信中に見つけた規則違反（この応答を返して接続を閉じる）。"""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-_REASONS = {
-    400: b"Bad Request",
-    413: b"Content Too Large",
-    414: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-}
-
-
-class MalformedLog:
-    """壊れたリクエストの WARNING を間隔ごとに 1 行に抑える（その間の件数を数える）。"""
-
-    def __init__(self, interval: float = MALFORMED_LOG_INTERVAL_SECONDS) -> None:
-        self.interval = interval
-        self.suppressed = 0
-        self._next_at = 0.0
-
-    def warn(self, logger: logging.Logger, detail: str) -> None:
-        """間隔の初めの 1 件だけを書き、残りは数える。"""
-        now = time.monotonic()
-        if now < self._next_at:
-            self.suppressed += 1
-            return
-        count, self.suppressed = self.suppressed + 1, 0
-        self._next_at = now + self.interval
-        logger.warning(
-            "malformed request answered 400: %s (%d since the last such line; "
-            "at most one line per %.0f s)",
-            detail,
-            count,
-            self.interval,
-        )
-
-
-MALFORMED = MalformedLog()
 
 
 class _PipelineFlowControl(FlowControl):
@@ -311,7 +225,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._ignore_upgrade()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _Rejected):
+            if isinstance(cause, Rejected):
                 self._reject(cause)
             elif isinstance(cause, httptools.HttpParserInvalidURLError):
                 self._malformed("invalid request target")
@@ -323,7 +237,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _malformed(self, detail: str) -> None:
         """パーサが拒んだリクエスト：400 で閉じ、ログは間隔ごとに 1 行。"""
         MALFORMED.warn(self.logger, detail)
-        self._reject(_Rejected(400, detail))
+        self._reject(Rejected(400, detail))
 
     def _should_upgrade(self) -> bool:
         """Upgrade には応じない（ふつうの HTTP/1.1 として応答する）。"""
@@ -343,18 +257,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif not self.transport.is_closing():
             self.transport.close()
 
-    def _head_too_large(self) -> _Rejected:
+    def _head_too_large(self) -> Rejected:
         if not self.headers:  # まだ最初のヘッダも届いていない：リクエスト行が長すぎる
-            return _Rejected(414, f"request line exceeds {self.limits.max_header_bytes} bytes")
-        return _Rejected(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
+            return Rejected(414, f"request line exceeds {self.limits.max_header_bytes} bytes")
+        return Rejected(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
 
-    def _reject(self, rejection: _Rejected) -> None:
+    def _reject(self, rejection: Rejected) -> None:
         """JSON の誤りを返して接続を閉じる（以後の受信は捨てる）。"""
         body = json.dumps({"detail": rejection.detail}).encode()
         status = rejection.status
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
+            b"connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
         )
         self.transport.close()
         self.parser = None  # type: ignore[assignment]
@@ -373,14 +287,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """URL の断片（長すぎれば 414）。"""
         self._url_bytes += len(url)
         if self._url_bytes > self.limits.max_url_bytes:
-            raise _Rejected(414, f"URL exceeds {self.limits.max_url_bytes} bytes")
+            raise Rejected(414, f"URL exceeds {self.limits.max_url_bytes} bytes")
         self.url += url  # uvicorn の on_url と同じ
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """ヘッダ 1 つ（合計が上限を超えれば 431）。"""
         self._header_sum += len(name) + len(value) + 4  # ": " と CRLF
         if self._header_sum > self.limits.max_header_bytes:
-            raise _Rejected(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
+            raise Rejected(431, f"request headers exceed {self.limits.max_header_bytes} bytes")
         # ここから uvicorn の on_header と同じ（名前を小文字にするのは 1 回だけ）
         name = name.lower()
         if name == b"host":
@@ -393,10 +307,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Host を確かめ、処理待ちの数を渡し、ドレイン中なら応答の後に閉じる。"""
         self._in_head = False
         if self._hosts != 1 and self.parser.get_http_version() == "1.1":
-            raise _Rejected(400, "HTTP/1.1 requests need exactly one Host header")
+            raise Rejected(400, "HTTP/1.1 requests need exactly one Host header")
         if self.parser.should_upgrade() and self._has_body():
             # Upgrade ではパーサがヘッダの後を読まない：ボディを捨てて応答せず、すぐに断る
-            raise _Rejected(400, "Upgrade is not supported on a request with a body")
+            raise Rejected(400, "Upgrade is not supported on a request with a body")
         self.scope["extensions"] = {IN_FLIGHT: _CONNECTIONS.in_flight}  # type: ignore[dict-item]
         previous = self.cycle
         super().on_headers_complete()

@@ -16,7 +16,7 @@ from time import perf_counter
 from typing import Any
 
 from model_in_image.state import ServerState
-from model_in_image.transport.connection import count_in_flight, requests_in_flight
+from model_in_image.transport.connections import count_in_flight, requests_in_flight
 
 logger = logging.getLogger(__name__)
 
