@@ -20,8 +20,9 @@ UID = "10001"
 SBOM_PATH = "/model_in_image_pattern/.venv/sbom.cdx.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # ベースの上の層の合計の上限。削った後で 99.6 MB、そこに gRPC（grpcio の cygrpc.so だけで 17 MB）
-# と OpenTelemetry（約 5 MB）を足して 123.6 MB。依存を足すなら削るか、意識して上げる
-APP_LAYERS_BUDGET = 125_000_000
+# と OpenTelemetry（約 5 MB）を足して 123.6 MB、読み込むモジュールをソースなしにして 115.9 MB。
+# 目標は 100 MB（issue 23）。依存を足すなら削るか、意識して上げる
+APP_LAYERS_BUDGET = 117_000_000
 
 
 def _model_sha256() -> str:
