@@ -109,12 +109,20 @@ COPY --from=model /opt/build/bytecode.py /opt/build/loaded-modules.txt /opt/buil
 RUN .venv/bin/python3 /opt/build/bytecode.py prune /opt/build/loaded-modules.txt \
         "$(.venv/bin/python3 -c "import sysconfig; print(sysconfig.get_path('purelib'))")"
 
-# ---- runtime：仮想環境・SBOM・モデルだけ（コンパイラ・curl・学習用ライブラリなし） ----
-FROM ${BASE_IMAGE} AS runtime
+# ---- rootfs：ベースから apt・dpkg・perl・文書などを除く（scripts/image/slim-base.sh） ----
+FROM ${BASE_IMAGE} AS rootfs
 
+COPY scripts/image/slim-base.sh /opt/build/
 # 固定 UID/GID 10001（useradd が無いベースでも動くよう直接追記する）
-RUN echo "app:x:10001:10001:model-in-image:/nonexistent:/usr/sbin/nologin" >>/etc/passwd \
+RUN sh /opt/build/slim-base.sh && rm -rf /opt/build \
+    && echo "app:x:10001:10001:model-in-image:/nonexistent:/usr/sbin/nologin" >>/etc/passwd \
     && echo "app:x:10001:" >>/etc/group
+
+# ---- runtime：削った土台 1 層＋仮想環境・SBOM・モデル（コンパイラ・curl・学習用ライブラリなし） ----
+# 土台はファイルごと写す（削ったものが下の層に残らない）。ベースの ENV は引き継がれないので書く
+FROM scratch AS runtime
+
+COPY --from=rootfs / /
 
 WORKDIR /model_in_image_pattern
 # 依存関係（大きい、めったに変わらない）→ アプリと SBOM（小さい）→ モデルの順に重ねる
@@ -130,7 +138,8 @@ ARG MODEL_INPUT_WIDTH
 ARG MODEL_LABELS
 ARG MODEL_POSTPROCESS
 # イメージが自分のモデルの場所を持つ（Kubernetes のマニフェストはモデルごとに直さなくてよい）
-ENV PATH=/model_in_image_pattern/.venv/bin:${PATH} \
+ENV PATH=/model_in_image_pattern/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
     VIRTUAL_ENV=/model_in_image_pattern/.venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -5,10 +5,12 @@
       載っているすべてのルートと /docs・/redoc に要求を送ってから、読み込まれたモジュールの
       .pyc の場所（site-packages からの相対パス）を OUT に 1 行ずつ書く。
   python3 bytecode.py prune LIST SITE
-      SITE の .pyc のうち LIST に無いものを消す。
+      SITE の .pyc のうち LIST に無いものを消す。LIST にあるものはソースの隣に移してソース（.py）を
+      消す（ソースなしの import。同じ内容を 2 度持たない）。
 
-読み込まれないモジュールもソース（.py）は残るので、後で使われてもその場でコンパイルされて動く
-（その import が少し遅くなるだけ）。起動と推論の経路は .pyc のまま速い。
+読み込まれないモジュールはソース（.py）が残るので、後で使われてもその場でコンパイルされて動く
+（その import が少し遅くなるだけ）。起動と推論の経路は .pyc のまま速い（トレースバックにその
+行のソースは出ない）。
 Dockerfile の model ステージ（record）と venv ステージ（prune）が使う。標準ライブラリだけで書く。
 """
 
@@ -26,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 START_TIMEOUT = 60.0
+# ソースを読むパッケージ（site-packages からの相対パスの接頭辞）。anyio の遅延 import は
+# __init__ のソースを ast で読み、読めないとすべてを先に import する（起動が遅くなる）
+SOURCE_READERS = ("anyio/",)
 
 
 def _send(base: str, method: str, path: str, body: bytes | None = None) -> None:
@@ -129,20 +134,37 @@ def record(out: Path) -> None:
     print(f"bytecode record: {len(loaded)} .pyc read from {site}", file=sys.stderr)
 
 
+def _sourceless(pyc: Path, site: Path) -> int:
+    """__pycache__/NAME.TAG.pyc をソースの隣の NAME.pyc にし、NAME.py を消す（消したバイト数）。"""
+    source = pyc.parent.parent / (pyc.name.split(".", 1)[0] + ".py")
+    if pyc.parent.name != "__pycache__" or not source.is_file():
+        return 0
+    if str(source.relative_to(site)).startswith(SOURCE_READERS):
+        return 0
+    size = source.stat().st_size
+    pyc.replace(source.with_suffix(".pyc"))
+    source.unlink()
+    return size
+
+
 def prune(keep_list: Path, site: Path) -> None:
-    """keep_list に無い .pyc を消す。"""
+    """keep_list に無い .pyc を消し、ある .pyc はソースなしにする。"""
     keep = set(keep_list.read_text(encoding="utf-8").split())
-    kept = removed = kept_bytes = removed_bytes = 0
-    for pyc in site.rglob("*.pyc"):
+    kept = removed = kept_bytes = removed_bytes = source_bytes = 0
+    for pyc in list(site.rglob("*.pyc")):
         size = pyc.stat().st_size
         if str(pyc.relative_to(site)) in keep:
             kept, kept_bytes = kept + 1, kept_bytes + size
+            source_bytes += _sourceless(pyc, site)
         else:
             pyc.unlink()
             removed, removed_bytes = removed + 1, removed_bytes + size
+    for cache in list(site.rglob("__pycache__")):
+        if not any(cache.iterdir()):
+            cache.rmdir()
     print(
-        f"bytecode prune: kept {kept} .pyc ({kept_bytes / 1e6:.1f} MB), "
-        f"removed {removed} ({removed_bytes / 1e6:.1f} MB)",
+        f"bytecode prune: kept {kept} .pyc ({kept_bytes / 1e6:.1f} MB) without their sources "
+        f"({source_bytes / 1e6:.1f} MB), removed {removed} ({removed_bytes / 1e6:.1f} MB)",
         file=sys.stderr,
     )
 

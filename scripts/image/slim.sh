@@ -44,6 +44,12 @@ numpy_unused_subpackages() {
 }
 NUMPY_REMOVED="random testing fft polynomial ma"
 
+# 推論の経路が import しないパッケージ：pydantic の v1 互換層、
+# flatbuffers（ONNX Runtime のオフライン用ツールだけが使う）
+unused_packages() {
+  rm -rf "$site/pydantic/v1" "$site/flatbuffers"
+}
+
 # 共有ライブラリ：シンボル表とデバッグ情報（動的リンクに要るシンボルは残る）。auditwheel が
 # 同梱した *.libs/ のライブラリは patchelf で書き換えてあり、strip すると読み込めなくなるので除く
 strip_shared_objects() {
@@ -55,6 +61,7 @@ trim "tests, ONNX Runtime tools and C API library" tests_and_tools
 trim "type stubs, Cython/C sources and headers" sources_and_stubs
 trim "numpy build tools and test-only extensions" numpy_build_and_test
 trim "numpy subpackages nothing imports ($NUMPY_REMOVED)" numpy_unused_subpackages
+trim "packages the serving path never imports (pydantic.v1, flatbuffers)" unused_packages
 trim "strip --strip-unneeded on shared objects" strip_shared_objects
 
 # 残したものが動くこと（BLAS と LAPACK を通る演算、イベントループ、HTTP パーサ）

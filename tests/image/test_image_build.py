@@ -20,8 +20,9 @@ UID = "10001"
 SBOM_PATH = "/model_in_image_pattern/.venv/sbom.cdx.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # ベースの上の層の合計の上限。削った後で 99.6 MB、そこに gRPC（grpcio の cygrpc.so だけで 17 MB）
-# と OpenTelemetry（約 5 MB）を足して 123.6 MB。依存を足すなら削るか、意識して上げる
-APP_LAYERS_BUDGET = 125_000_000
+# と OpenTelemetry（約 5 MB）を足して 123.6 MB、読み込むモジュールをソースなしにして 115.9 MB。
+# 目標は 100 MB（issue 23）。依存を足すなら削るか、意識して上げる
+APP_LAYERS_BUDGET = 117_000_000
 
 
 def _model_sha256() -> str:
@@ -68,9 +69,12 @@ def test_image_settings(docker_env: DockerEnv) -> None:
     assert "/health" in health[-1]
 
 
-def test_no_compilers_curl_or_training_libraries(docker_env: DockerEnv) -> None:
+def test_no_compilers_package_managers_docs_or_training_libraries(docker_env: DockerEnv) -> None:
     script = (
-        "for tool in gcc cc g++ make curl wget; do command -v $tool && exit 1; done; "
+        "for tool in gcc cc g++ make curl wget apt apt-get dpkg perl; do "
+        "command -v $tool && exit 1; done; "
+        "for path in /usr/share/doc /usr/share/man /usr/share/locale /var/lib/dpkg/info; do "
+        "[ -e $path ] && echo $path && exit 1; done; "
         'python3 -c "import importlib.util as u, sys; '
         "found = [m for m in ('sklearn', 'skl2onnx', 'onnx', 'pytest', 'mypy', 'locust') "
         "if u.find_spec(m)]; sys.exit(f'present: {found}' if found else 0)\""
@@ -173,17 +177,28 @@ def test_info_shows_the_sbom(docker_env: DockerEnv) -> None:
 def test_application_layers_fit_the_budget(
     docker_env: DockerEnv, record_figure: Callable[[str], None]
 ) -> None:
-    """ベースの上に重ねた層（依存関係・アプリ・SBOM・モデル）の合計（docs/docker.md）。"""
+    """削った土台の層の上に重ねた層（依存関係・アプリ・SBOM・モデル）の合計（docs/docker.md）。
+
+    実行用ステージは FROM scratch に削った土台を 1 層で写すので、いちばん下の層が土台。
+    """
+    sizes = [
+        int(size)
+        for size in docker(
+            "history", "--human=false", "--format", "{{.Size}}", docker_env.image
+        ).stdout.split()
+    ]
+    rootfs, app = sizes[-1], sum(sizes[:-1])
     base_name = docker_env.image_info["Config"]["Labels"]["org.opencontainers.image.base.name"]
     base = docker("image", "inspect", base_name, check=False)
-    if base.returncode != 0:
-        pytest.skip(f"base image {base_name} is not in the local engine")
-    base_size = json.loads(base.stdout)[0]["Size"]
-    app = docker_env.image_info["Size"] - base_size
+    base_size = json.loads(base.stdout)[0]["Size"] if base.returncode == 0 else 0
     record_figure(
         f"image {docker_env.image}: {docker_env.image_info['Size'] / 1e6:.1f} MB "
-        f"(base {base_size / 1e6:.1f} MB + application layers {app / 1e6:.1f} MB)"
+        f"(slimmed base {rootfs / 1e6:.1f} MB of {base_name} {base_size / 1e6:.1f} MB "
+        f"+ application layers {app / 1e6:.1f} MB)"
     )
+    assert rootfs + app == docker_env.image_info["Size"]
+    if base_size:
+        assert rootfs < base_size, "the final stage must slim the base (scripts/image/slim-base.sh)"
     assert app <= APP_LAYERS_BUDGET, (
         f"application layers {app / 1e6:.1f} MB exceed the budget of "
         f"{APP_LAYERS_BUDGET / 1e6:.0f} MB: cut (scripts/image/slim.sh) or raise it deliberately"
