@@ -52,6 +52,7 @@ def uvicorn_config(
             request_timeout=settings.request_timeout_seconds,
             max_header_bytes=settings.max_header_bytes,
             max_url_bytes=settings.max_url_bytes,
+            max_body_bytes=settings.max_body_bytes,
         ),
         factory=multiprocess,
         host=settings.host,

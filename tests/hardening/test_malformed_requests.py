@@ -111,3 +111,37 @@ def test_upgrade_is_ignored_answered_and_closed(
     log = new_log(live_server, before)
     assert "WARNING" not in log
     assert "Traceback" not in log
+
+
+CHUNKED_HEAD = (
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+CHUNK_LIES = {
+    "declared-2^64": b"ffffffffffffffff\r\n" + b"a" * 20,
+    "declared-over-limit": b"100001\r\n" + b"a" * 20,
+    "sum-over-limit": (b"80000\r\n" + b" " * 0x80000 + b"\r\n") * 2 + b"1\r\n",
+    "size-with-extension": b"200000;x=y\r\n" + b"a" * 20,
+}
+
+
+@pytest.mark.parametrize("body", CHUNK_LIES.values(), ids=CHUNK_LIES.keys())
+def test_chunk_size_over_limit_is_413_at_once(live_server: LiveServer, body: bytes) -> None:
+    """大きさの行（またはその合計）が MAX_BODY_BYTES を超えたら、データを待たずに 413。"""
+    received, seconds = exchange(live_server.port, CHUNKED_HEAD + body)
+    assert received.startswith(b"HTTP/1.1 413 "), received[:200]
+    assert b"connection: close" in received.lower()
+    assert seconds < ANSWER_SECONDS
+
+
+def test_chunked_body_within_limit_is_served(live_server: LiveServer) -> None:
+    """正しい chunked のボディ（拡張・パイプラインの次のリクエストも）はふつうに応答する。"""
+    body = b'{"data": [[5.1, 3.5, 1.4, 0.2]]}'
+    chunked = (
+        b"5;ext=1\r\n" + body[:5] + b"\r\n%x\r\n" % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n"
+    )
+    closing = b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    received, seconds = exchange(live_server.port, CHUNKED_HEAD + chunked + closing)
+    assert received.startswith(b"HTTP/1.1 200 "), received[:300]
+    assert received.count(b"HTTP/1.1 200 ") == 2
+    assert seconds < ANSWER_SECONDS

@@ -60,6 +60,7 @@ class ConnectionLimits:
     request_timeout: float = 30.0
     max_header_bytes: int = MAX_HEADER_BYTES
     max_url_bytes: int = MAX_URL_BYTES
+    max_body_bytes: int = 1_048_576
 
 
 class ServerConfig(uvicorn.Config):
@@ -140,6 +141,65 @@ class MalformedLog:
 MALFORMED = MalformedLog()
 
 
+_HEX = {ord(c): int(c, 16) for c in "0123456789abcdefABCDEF"}
+_HEAD_END = b"\r\n\r\n"
+
+
+class ChunkCounter:
+    """chunked のボディの大きさの行をパーサより先に読み、合計が上限を超えたら 413。
+
+    大きさの行を読んだ時点で断る（宣言だけ大きくデータを送らない相手を待たない）。
+    枠の形が崩れていれば数えるのをやめる（誤りはパーサが 400 にする）。
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._size = 0
+        self._state = "size"  # size・ext・data・cr・lf
+        self._left = 0
+
+    def scan(self, data: bytes) -> int:
+        """data を読む。最後のチャンク（0）の行の直後の位置、続くなら -1、やめたら -2。"""
+        i, n = 0, len(data)
+        while i < n:
+            if self._state == "data":
+                step = min(self._left, n - i)
+                self._left -= step
+                i += step
+                if not self._left:
+                    self._state = "cr"
+                continue
+            byte = data[i]
+            i += 1
+            if self._state == "cr":
+                self._state = "lf" if byte == 13 else "bad"
+            elif self._state == "lf":
+                self._state = "size" if byte == 10 else "bad"
+            elif byte == 10:  # 大きさの行の終わり
+                if not self._size:
+                    return i
+                self.total += self._size
+                self._state, self._left, self._size = "data", self._size, 0
+            elif self._state == "ext" or byte == 13:
+                continue
+            elif byte in _HEX:
+                self._size = self._size * 16 + _HEX[byte]
+                self.total_check()
+            elif byte in (59, 32, 9):  # ; と空白：拡張
+                self._state = "ext"
+            else:
+                self._state = "bad"
+            if self._state == "bad":
+                return -2
+        return -1
+
+    def total_check(self) -> None:
+        """読みかけの大きさを含めた合計が上限を超えたら 413。"""
+        if self.total + self._size > self.limit:
+            raise _Rejected(413, f"request body exceeds the limit of {self.limit} bytes")
+
+
 class _PipelineFlowControl(FlowControl):
     """処理待ちのパイプラインがある間は読み込みを再開しない FlowControl。"""
 
@@ -180,6 +240,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._served = 0
         self._unparsed = memoryview(b"")
+        self._in_body = False
+        self._head_tail = b""
+        self._chunked_pending = False
+        self._chunks: ChunkCounter | None = None
 
     # --- 期限 ---
 
@@ -290,6 +354,46 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._feed(part)
 
     def _feed(self, data: bytes | memoryview) -> None:
+        """パーサに渡す。ヘッダの終わりで区切り、chunked のボディは先に大きさを数える。"""
+        raw = data if isinstance(data, bytes) else bytes(data)
+        try:
+            while raw and self.parser is not None and not self.transport.is_closing():
+                raw = self._feed_part(raw)
+        except _Rejected as rejection:
+            self._reject(rejection)
+
+    def _feed_part(self, raw: bytes) -> bytes:
+        """raw の先頭の一区切りをパーサに渡し、残りを返す。"""
+        if self._chunks is not None:
+            end = self._chunks.scan(raw)
+            if end < 0:
+                if end == -2:
+                    self._chunks = None
+                self._parse(raw)
+                return b""
+            self._chunks = None
+            self._parse(raw[:end])
+            return raw[end:]
+        if self._in_body:
+            self._parse(raw)
+            return b""
+        edge = (self._head_tail + raw[:3]).find(_HEAD_END)
+        end = edge + 4 - len(self._head_tail) if edge >= 0 else raw.find(_HEAD_END)
+        if edge < 0 and end >= 0:
+            end += 4
+        if end < 0:
+            self._head_tail = (self._head_tail + raw[-3:])[-3:]
+            self._parse(raw)
+            self._chunked_pending = False  # ヘッダの終わりの位置が分からない：数えない
+            return b""
+        self._head_tail = b""
+        self._parse(raw[:end])
+        if self._chunked_pending:
+            self._chunked_pending = False
+            self._chunks = ChunkCounter(self.limits.max_body_bytes)
+        return raw[end:]
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -383,6 +487,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Upgrade ではパーサがヘッダの後を読まない：ボディを捨てて応答せず、すぐに断る
             raise _Rejected(400, "Upgrade is not supported on a request with a body")
         self.scope["extensions"] = {IN_FLIGHT: _CONNECTIONS.in_flight}  # type: ignore[dict-item]
+        self._in_body = True
+        self._chunked_pending = any(
+            name == b"transfer-encoding" and b"chunked" in value.lower()
+            for name, value in self.headers
+        )
         previous = self.cycle
         super().on_headers_complete()
         self._served += 1
@@ -407,6 +516,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         """受け取り終えたら期限を解除する（以後は keep-alive の期限）。"""
         self._disarm()
+        self._in_body = False
+        self._chunks = None
         super().on_message_complete()
 
     # --- ドレインと終了 ---
