@@ -240,35 +240,30 @@ class OnnxModel:
 
     def finish(self, raw: Any) -> Array:
         """主の出力を応答の形にする（ZipMap → [N, C]、後処理、回帰の [N, 1] → [N]）。"""
-        if self.heads.zipmap:
-            values = np.array([list(row.values()) for row in raw], dtype=np.float32)
-        else:
-            values = np.asarray(raw)
-        if values.dtype.kind == "f":
-            check_finite(values)
+        return self._shape(as_array(raw))
+
+    def _shape(self, values: Array) -> Array:
+        """配列にした主の出力に後処理をかける（回帰の [N, 1] は [N] にする）。"""
         if self.postprocess is Postprocess.SOFTMAX:
-            values = softmax(values)
-        elif self.postprocess is Postprocess.SIGMOID:
-            values = sigmoid(values)
-        elif self.kind is ModelKind.REGRESSOR and values.ndim == 2 and values.shape[1] == 1:
-            values = values.reshape(-1)
+            return softmax(values)
+        if self.postprocess is Postprocess.SIGMOID:
+            return sigmoid(values)
+        if self.kind is ModelKind.REGRESSOR and values.ndim == 2 and values.shape[1] == 1:
+            return values.reshape(-1)
         return values
 
     def infer(self, feeds: Feeds) -> tuple[Array, dict[str, Array]]:
-        """/predict の値と、グラフのすべての出力をそのまま（ZipMap は [N, C] の確率にする）。"""
+        """/predict の値と、グラフのすべての出力をそのまま（ZipMap は [N, C] の確率にする）。
+
+        どの出力も配列への変換と有限の確認は 1 回だけ（主の出力はその配列に後処理をかける）。
+        """
         outputs = self.run(feeds)
         result: dict[str, Array] = {}
         values: Array | None = None
         for spec, raw in zip(self.signature.outputs, outputs, strict=True):
+            result[spec.name] = array = as_array(raw)
             if spec.name == self.heads.primary:
-                values = self.finish(raw)
-            if isinstance(raw, list):
-                result[spec.name] = np.array([list(r.values()) for r in raw], dtype=np.float32)
-            else:
-                value = np.asarray(raw)
-                if value.dtype.kind == "f":
-                    check_finite(value)
-                result[spec.name] = value
+                values = self._shape(array)
         assert values is not None  # 主の出力は必ずグラフの出力の 1 つ
         return values, result
 
@@ -277,6 +272,17 @@ class OnnxModel:
         inputs = ", ".join(spec.text() for spec in self.signature.inputs)
         outputs = ", ".join(spec.text() for spec in self.signature.outputs)
         return f"kind={self.kind.value} inputs=[{inputs}] outputs=[{outputs}]"
+
+
+def as_array(raw: Any) -> Array:
+    """出力 1 つを配列にする（ZipMap の辞書の列は [N, C] の float32）。実数なら有限を確かめる。"""
+    if isinstance(raw, list) and raw and isinstance(raw[0], dict):
+        values = np.array([list(row.values()) for row in raw], dtype=np.float32)
+    else:
+        values = np.asarray(raw)
+    if values.dtype.kind == "f":
+        check_finite(values)
+    return values
 
 
 def check_finite(values: Array) -> None:
