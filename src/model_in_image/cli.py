@@ -21,6 +21,7 @@ from model_in_image.batch import (
     STDIO,
     BatchOptions,
     BatchResult,
+    ColumnMatch,
     InputFormat,
     OutputFormat,
     ProgressMode,
@@ -81,6 +82,47 @@ def _chunk_rows(text: str) -> int:
     return value
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """カンマ区切りの列名（空の名前は除く）。"""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _column_options(predict: argparse.ArgumentParser) -> None:
+    """predict の列の指定：見出し、名前か位置か、残す列・無視する列。"""
+    group = predict.add_argument_group(
+        "列（CSV・Parquet。見出しがあれば名前でモデルの入力に対応させる）"
+    )
+    group.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CSV の最初の行が見出しか（既定：どのセルも数値でなければ見出し）。"
+        "--no-header のファイルは列の順にモデルの入力とする",
+    )
+    group.add_argument(
+        "--columns",
+        type=ColumnMatch,
+        choices=list(ColumnMatch),
+        default=ColumnMatch.NAME,
+        help="見出しのある入力の列の対応（既定 name：モデルの特徴量名・入力名で。"
+        "position：見出しの名前によらず列の順に）",
+    )
+    group.add_argument(
+        "--keep-columns",
+        type=_names,
+        default=(),
+        metavar="NAME,...",
+        help="結果に残す入力の列（例 id。推論の列の前に、入力の順で書く）",
+    )
+    group.add_argument(
+        "--ignore-columns",
+        type=_names,
+        default=(),
+        metavar="NAME,...",
+        help="使わない入力の列（見出しにモデルの知らない列があれば、既定では誤り）",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-in-image", description="Model-in-Image 推論サーバー"
@@ -104,8 +146,9 @@ def _parser() -> argparse.ArgumentParser:
         "predict",
         parents=[model],
         help="ファイルまたは標準入力の行をオフラインで推論する（大きさの制限なし）",
-        description="行をチャンクごとに読み、ラベルとクラスごとの確率（proba_<ラベル名>）を"
-        "入力の順に書く。メモリはファイルの大きさによらず一定。",
+        description="行をチャンクごとに読み、推論の列（分類器はラベルとクラスごとの確率 "
+        "proba_<ラベル名>、回帰は prediction、そのほかは出力ごとの列）を入力の順に書く。"
+        "メモリはファイルの大きさによらず一定。",
     )
     predict.add_argument(
         "input",
@@ -148,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
         help="--skip-invalid のエラーファイル（JSON Lines。既定は OUTPUT.errors.jsonl、"
         "標準出力なら predict-errors.jsonl）",
     )
+    _column_options(predict)
     predict.add_argument(
         "-q",
         "--quiet",
@@ -270,6 +314,10 @@ def _predict(settings: Settings, args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_rows,
         skip_invalid=args.skip_invalid,
         errors=args.errors,
+        header=args.header,
+        columns=args.columns,
+        keep_columns=args.keep_columns,
+        ignore_columns=args.ignore_columns,
         progress=ProgressMode.OFF if args.quiet else choose_mode(args.progress, sys.stderr),
     )
     dataplane = load_batch_dataplane(settings, args.chunk_rows)
