@@ -20,6 +20,7 @@ import orjson
 
 from model_in_image.batch.base import STDIO, BatchError, require_pyarrow
 from model_in_image.batch.outputs import Block
+from model_in_image.model.onnx_model import Array
 
 
 class OutputFormat(StrEnum):
@@ -58,20 +59,18 @@ def _cells(block: Block, encode: Any) -> list[list[bytes]]:
     """Block の値を、行ごとのセルのバイト列（列の順）にする。数値は orjson の最短の表記。"""
     values = block.values
     if values.dtype.kind in "fiub":
-        body = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)
-        if values.ndim == 1:
-            return [[cell] for cell in body[1:-1].split(b",")]
-        return [row.split(b",") for row in body[2:-2].split(b"],[")]
-    rows = values.reshape(len(values), -1).tolist()
-    return [[encode(value) for value in row] for row in rows]
+        return (
+            [[cell] for cell in _numbers(values)]
+            if values.ndim == 1
+            else [row.split(b",") for row in _numbers(values)]
+        )
+    return [[encode(value) for value in row] for row in values.reshape(len(values), -1).tolist()]
 
 
-def _rows(blocks: Sequence[Block], encode: Any) -> list[list[bytes]]:
-    """すべての Block の行ごとのセル（空のチャンクは空）。"""
-    if not blocks or len(blocks[0].values) == 0:
-        return []
-    parts = [_cells(block, encode) for block in blocks]
-    return [[cell for part in row for cell in part] for row in zip(*parts, strict=True)]
+def _numbers(values: Array) -> list[bytes]:
+    """数値の列（[N]）は値ごと、[N, k] は行ごとの "v0,v1,..." のバイト列（orjson の最短の表記）。"""
+    body = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)
+    return body[1:-1].split(b",") if values.ndim == 1 else body[2:-2].split(b"],[")
 
 
 class CsvWriter:
@@ -79,7 +78,7 @@ class CsvWriter:
 
     def __init__(self, out: BinaryIO, names: Sequence[str]) -> None:
         self._out = out
-        self._cache: dict[str, bytes] = {}
+        self._cache: dict[Any, bytes] = {}
         out.write(_csv_line(names))
 
     def _encode(self, value: Any) -> bytes:
@@ -95,9 +94,26 @@ class CsvWriter:
             return b""
         return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
+    def _fragments(self, block: Block) -> list[bytes]:
+        """Block の行ごとの "セル,セル,..."（ラベルのように繰り返す文字列は覚えた表記で）。"""
+        values = block.values
+        if values.dtype.kind in "fiub":
+            return _numbers(values)
+        if values.ndim == 1:
+            items = values.tolist()
+            cache = self._cache
+            try:
+                return [cache[item] for item in items]
+            except (KeyError, TypeError):
+                return [self._encode(item) for item in items]
+        return [b",".join(map(self._encode, row)) for row in values.tolist()]
+
     def write(self, blocks: Sequence[Block]) -> None:
-        rows = _rows(blocks, self._encode)
-        self._out.write(b"".join([b",".join(row) + b"\n" for row in rows]))
+        if not blocks or len(blocks[0].values) == 0:
+            return
+        parts = [self._fragments(block) for block in blocks]
+        rows = parts[0] if len(parts) == 1 else [b",".join(row) for row in zip(*parts, strict=True)]
+        self._out.write(b"\n".join(rows) + b"\n")
 
     def close(self) -> None:
         self._out.flush()
@@ -126,9 +142,12 @@ class JsonLinesWriter:
         self._template = b"{" + b",".join(key + b":%s" for key in keys) + b"}\n"
 
     def write(self, blocks: Sequence[Block]) -> None:
+        if not blocks or len(blocks[0].values) == 0:
+            return
         template = self._template
-        rows = _rows(blocks, _json_value)
-        self._out.write(b"".join([template % tuple(row) for row in rows]))
+        parts = [_cells(block, _json_value) for block in blocks]
+        rows = [tuple(cell for part in row for cell in part) for row in zip(*parts, strict=True)]
+        self._out.write(b"".join([template % row for row in rows]))
 
     def close(self) -> None:
         self._out.flush()
