@@ -93,16 +93,21 @@ class Source:
 
 
 def open_source(
-    path: str, fmt: InputFormat, chunk_rows: int, stack: ExitStack, header: bool | None = None
+    path: str,
+    fmt: InputFormat,
+    chunk_rows: int,
+    stack: ExitStack,
+    header: bool | None = None,
+    row_groups: Sequence[int] | None = None,
 ) -> Source:
     """入力（ファイルまたは標準入力 -）を開き、形式を決めてチャンクの列にする。
 
     header は CSV の見出し行（None は自動：最初の行のどのセルも数値でなければ見出し）。
+    row_groups は Parquet の読む行グループ（None はすべて。行番号はファイルの中の番号）。
     """
-    if fmt is InputFormat.AUTO and path != STDIO:
-        fmt = _SUFFIX_INPUT.get(Path(path).suffix.lower(), InputFormat.AUTO)
+    fmt = input_format(path, fmt)
     if fmt is InputFormat.PARQUET:
-        return _parquet_source(path, chunk_rows)
+        return _parquet_source(path, chunk_rows, row_groups)
     raw = sys.stdin.buffer if path == STDIO else stack.enter_context(_open_binary(path))
     head = _sniff(raw)
     if head.startswith(BOM):
@@ -121,6 +126,13 @@ def open_source(
             names, lines = _header(lines, header)
         chunks = _batched(lines, chunk_rows)
     return Source(chunks, fmt, names, total, "B", lambda: replay.consumed)
+
+
+def input_format(path: str, fmt: InputFormat) -> InputFormat:
+    """auto なら拡張子から形式を決める（分からなければ auto のまま：内容で決める）。"""
+    if fmt is InputFormat.AUTO and path != STDIO:
+        return _SUFFIX_INPUT.get(Path(path).suffix.lower(), InputFormat.AUTO)
+    return fmt
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -218,7 +230,7 @@ def _batched(items: Iterable[tuple[int, Any]], size: int) -> Iterator[Chunk]:
         yield Chunk(numbers, rows)
 
 
-def _parquet_source(path: str, chunk_rows: int) -> Source:
+def _parquet_source(path: str, chunk_rows: int, row_groups: Sequence[int] | None) -> Source:
     """Parquet（pyarrow が要る：`parquet` extra）。チャンクは RecordBatch、見出しは列名。"""
     if path == STDIO:
         raise BatchError("Parquet input must be a file, not standard input")
@@ -228,15 +240,18 @@ def _parquet_source(path: str, chunk_rows: int) -> Source:
     except (OSError, pa.ArrowException) as exc:
         raise BatchError(f"cannot read Parquet input {path}: {exc}") from None
     schema = parquet.schema_arrow
+    groups = list(range(parquet.num_row_groups)) if row_groups is None else list(row_groups)
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     done = [0]
 
     def chunks() -> Iterator[Chunk]:
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
-            start = done[0]
-            done[0] += batch.num_rows
-            yield Chunk(list(range(start + 1, done[0] + 1)), batch)
+        for group in groups:  # 行番号はファイルの中の番号（行グループごとのパーティションでも）
+            start = sum(sizes[:group])
+            for batch in parquet.iter_batches(batch_size=chunk_rows, row_groups=[group]):
+                done[0] += batch.num_rows
+                yield Chunk(list(range(start + 1, start + batch.num_rows + 1)), batch)
+                start += batch.num_rows
 
-    total = parquet.metadata.num_rows
-    return Source(
-        chunks(), InputFormat.PARQUET, list(schema.names), total, "rows", lambda: done[0], schema
-    )
+    total = sum(sizes[i] for i in groups)
+    names = list(schema.names)
+    return Source(chunks(), InputFormat.PARQUET, names, total, "rows", lambda: done[0], schema)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import orjson
@@ -34,6 +34,33 @@ from model_in_image.settings import Settings
 
 DEFAULT_CHUNK_ROWS = 10_000
 MAX_CHUNK_ROWS = 1_000_000
+
+
+class ErrorSink(Protocol):
+    """不正な行の記録先（--skip-invalid のエラーファイル、またはメモリの中の一覧）。"""
+
+    @property
+    def count(self) -> int:
+        """記録した行の数。"""
+
+    def record(self, where: Where, problem: Problem, text: str) -> None:
+        """1 行を記録する。"""
+
+
+class ErrorList:
+    """メモリの中の不正な行の一覧（error_entry の辞書。表を推論する関数が返す）。"""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    @property
+    def count(self) -> int:
+        """記録した行の数。"""
+        return len(self.entries)
+
+    def record(self, where: Where, problem: Problem, text: str) -> None:
+        """1 行を記録する。"""
+        self.entries.append(error_entry(where, problem, text))
 
 
 class ErrorLog:
@@ -96,7 +123,7 @@ class BatchScorer:
         outputs: Outputs,
         fmt: RowFormat,
         writer: Writer,
-        errors: ErrorLog | None,
+        errors: ErrorSink | None,
         source: str,
     ) -> None:
         self._outputs = outputs
@@ -147,6 +174,7 @@ class BatchOptions:
     columns: ColumnMatch = ColumnMatch.NAME
     keep_columns: tuple[str, ...] = ()
     ignore_columns: tuple[str, ...] = ()
+    row_groups: tuple[int, ...] | None = None  # Parquet の読む行グループ（Dask のパーティション）
     progress: ProgressMode = ProgressMode.OFF
     progress_interval: float = LINE_INTERVAL_SECONDS
 
@@ -218,7 +246,12 @@ def run_batch(dataplane: DataPlane, options: BatchOptions) -> BatchResult:
     try:
         with ExitStack() as stack:  # 入力・書き手・エラーファイルを成功でも失敗でも閉じる
             source = open_source(
-                options.input, options.input_format, options.chunk_rows, stack, options.header
+                options.input,
+                options.input_format,
+                options.chunk_rows,
+                stack,
+                options.header,
+                options.row_groups,
             )
             table = table_format(dataplane, source, options)
             writer = output.writer(options.output_format, table.columns)

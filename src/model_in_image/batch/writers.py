@@ -191,6 +191,29 @@ class ParquetWriter:
         self._writer.close()
 
 
+class TableWriter:
+    """メモリの中の pyarrow の Table に書く（表を推論する関数・Dask のパーティション）。"""
+
+    def __init__(self, columns: Columns) -> None:
+        _, pa = require_pyarrow()
+        self._pa = pa
+        self.schema = pa.schema([(name, arrow_type(pa, kind)) for name, kind in columns])
+        self._tables: list[Any] = []
+
+    def write(self, blocks: Sequence[Block]) -> None:
+        arrays = arrow_arrays(self._pa, blocks, self.schema)
+        self._tables.append(self._pa.table(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        """何もしない（結果は table で受け取る）。"""
+
+    def table(self) -> Any:
+        """書いたすべての行の Table（行が無ければ列だけの空の Table）。"""
+        if not self._tables:
+            return self.schema.empty_table()
+        return self._pa.concat_tables(self._tables)
+
+
 class OutputTarget:
     """出力先：ファイルなら同じフォルダーの一時ファイルに書き、成功したら置き換える。"""
 
