@@ -19,6 +19,7 @@ from model_in_image.batch import (
     DEFAULT_CHUNK_ROWS,
     MAX_CHUNK_ROWS,
     STDIO,
+    BatchError,
     BatchOptions,
     BatchResult,
     ColumnMatch,
@@ -123,6 +124,32 @@ def _column_options(predict: argparse.ArgumentParser) -> None:
     )
 
 
+def _engine_options(predict: argparse.ArgumentParser) -> None:
+    """predict のエンジン：このプロセス（既定）か Dask（`dask` extra）。"""
+    group = predict.add_argument_group(
+        "エンジン（--engine dask：INPUT は CSV・Parquet のファイル・フォルダー・glob、"
+        "-o はパーティションごとの Parquet の部品を書くフォルダー）"
+    )
+    group.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="local：このプロセスでチャンクごとに（既定）。"
+        "dask：Dask のワーカーでパーティションごとに",
+    )
+    group.add_argument(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="使う Dask のスケジューラー（省略時は 127.0.0.1 にワーカー --workers 個を起こす）",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="--scheduler が無いときに起こすワーカーのプロセス数（既定は CPU の数）",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-in-image", description="Model-in-Image 推論サーバー"
@@ -192,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
         "標準出力なら predict-errors.jsonl）",
     )
     _column_options(predict)
+    _engine_options(predict)
     predict.add_argument(
         "-q",
         "--quiet",
@@ -320,7 +348,9 @@ def _predict(settings: Settings, args: argparse.Namespace) -> int:
         ignore_columns=args.ignore_columns,
         progress=ProgressMode.OFF if args.quiet else choose_mode(args.progress, sys.stderr),
     )
-    dataplane = load_batch_dataplane(settings, args.chunk_rows)
+    dataplane = load_batch_dataplane(settings, args.chunk_rows)  # 誤ったモデルはここで止める
+    if args.engine == "dask":
+        return _predict_dask(settings, options, args)
     try:
         result = run_batch(dataplane, options)
     except BrokenPipeError:
@@ -332,6 +362,31 @@ def _predict(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if not args.quiet:
         print(_summary(result, options), file=sys.stderr)
+    return 0
+
+
+def _predict_dask(settings: Settings, options: BatchOptions, args: argparse.Namespace) -> int:
+    """--engine dask：パーティションごとの部品を OUTDIR に書き、集計を表示する。"""
+    if STDIO in (options.output, options.input):
+        raise BatchError("--engine dask needs an input path and an output folder (-o OUTDIR)")
+    from model_in_image.batch.dask import DEFAULT_WORKERS, run_engine
+
+    try:
+        result = run_engine(
+            settings, options, scheduler=args.scheduler, workers=args.workers or DEFAULT_WORKERS
+        )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        line = (
+            f"predict: {result.rows:,} rows, {result.invalid:,} invalid, "
+            f"{result.seconds:.2f} s, {result.rows_per_second:,.0f} rows/s -> "
+            f"{options.output} ({result.parts} parts, dask)"
+        )
+        if result.errors_path:
+            line += f" (invalid rows: {result.errors_path})"
+        print(line, file=sys.stderr)
     return 0
 
 
