@@ -88,7 +88,8 @@ def connect(scheduler: str | None, workers: int) -> Iterator[Any]:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
-            scheduler_kwargs={"dashboard": False},
+            # ダッシュボードは無しでも HTTP（/health など）は開く：8787 を取り合わない空きポートに
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.WARNING,
         ) as cluster,
         Client(cluster) as client,
@@ -148,12 +149,14 @@ def _gather(client: Any, futures: Sequence[Any]) -> list[PartResult]:
     results: list[PartResult] = []
     for future in as_completed(futures):
         if future.status == "error":
+            exc = future.exception()  # 取り消す前に受け取る（取り消すと消える）
             client.cancel(list(futures))
-            exc = future.exception()
-            if isinstance(exc, BatchError):
-                raise exc
             raise BatchError(f"a partition failed on the cluster: {exc!r}")
-        results.append(future.result())
+        result: PartResult = future.result()
+        if result.error is not None:
+            client.cancel(list(futures))
+            raise BatchError(result.error)
+        results.append(result)
     return sorted(results, key=lambda r: r.number)
 
 

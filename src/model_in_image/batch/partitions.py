@@ -45,12 +45,13 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class PartResult:
-    """1 パーティションの結果：推論した行・不正な行の数と秒。"""
+    """1 パーティションの結果：推論した行・不正な行の数と秒、止まったならその理由。"""
 
     number: int
     rows: int
     invalid: int
     seconds: float
+    error: str | None = None
 
 
 def input_files(pattern: str) -> list[str]:
@@ -104,7 +105,10 @@ def score_partition(
         row_groups=partition.row_groups,
         progress=ProgressMode.OFF,
     )
-    result = run_batch(dataplane, part)
+    try:
+        result = run_batch(dataplane, part)
+    except BatchError as exc:  # 不正な行で止まる：値として返す（ワーカーの誤りのログにしない）
+        return PartResult(partition.number, 0, 0, 0.0, exc.message)
     return PartResult(partition.number, result.rows, result.invalid, result.seconds)
 
 
