@@ -245,3 +245,49 @@ def test_local_cluster_without_a_scheduler(tmp_path: Path, capsys: Capture) -> N
     assert main([*argv, "--ignore-columns", "id"]) == 0
     assert "(3 parts, dask)" in capsys.readouterr().err.splitlines()[-1]
     assert parts(out).equals(single([source / "f0.parquet"], tmp_path, "--ignore-columns=id"))
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_run_leaves_a_complete_unduplicated_result(
+    tmp_path: Path, model_path: Path, label_path: Path
+) -> None:
+    """タスクの途中でワーカーを殺す：Dask がそのパーティションを残りのワーカーでやり直す。"""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "big.parquet"
+    pq.write_table(iris_table(1_600_000, 42, "k"), source, row_group_size=100_000)
+    out = tmp_path / "out"
+    with dask_cluster(tmp_path / "cluster") as running:
+        command = [
+            str(Path(sys.executable).parent / "model-in-image"),
+            "predict", str(source), "-o", str(out), "--keep-columns", "id", "-q",
+            "--model", str(model_path), "--labels", str(label_path),
+            "--engine", "dask", "--scheduler", running.address,
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "LABEL_"))}
+        run = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            staging = tmp_path / f".out.partial-{run.pid}"
+            deadline = time.monotonic() + 120
+            while len(list(staging.glob("part-*.parquet"))) < 2:
+                assert run.poll() is None, run.stderr.read() if run.stderr else ""
+                assert time.monotonic() < deadline, "no parts written in time"
+                time.sleep(0.05)
+            done_at_kill = len(list(staging.glob("part-*.parquet")))
+            running.kill_worker(0)
+            assert run.poll() is None  # 殺したのは推論の途中
+            _, err = run.communicate(timeout=240)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    assert run.returncode == 0, err
+    assert done_at_kill < 16
+    result = parts(out)
+    assert len(list(out.glob("part-*.parquet"))) == 16
+    assert result.num_rows == 1_600_000
+    assert len(set(result.column("id").to_pylist())) == 1_600_000
+    assert result.equals(single([source], tmp_path, "--keep-columns", "id"))
