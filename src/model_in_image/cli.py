@@ -19,16 +19,20 @@ from model_in_image.batch import (
     DEFAULT_CHUNK_ROWS,
     MAX_CHUNK_ROWS,
     STDIO,
-    BatchError,
     BatchOptions,
     BatchResult,
-    ColumnMatch,
     InputFormat,
     OutputFormat,
     ProgressMode,
     choose_mode,
     load_batch_dataplane,
     run_batch,
+)
+from model_in_image.batch.arguments import (
+    EXIT_INTERRUPTED,
+    add_column_options,
+    add_engine_options,
+    predict_dask,
 )
 from model_in_image.codecs.seed import encode_metadata
 from model_in_image.dataplane import DataPlane
@@ -41,7 +45,6 @@ from model_in_image.settings import LogLevel, Settings
 EXIT_USAGE = 2
 # 書き込み先のパイプが閉じられた（例 `| head`）：シェルの慣習どおり 128 + SIGPIPE
 EXIT_BROKEN_PIPE = 141
-EXIT_INTERRUPTED = 130
 
 # オプション → 設定の項目（環境変数は項目名の大文字：MODEL_FILEPATH など。オプションが優先）
 MODEL_OPTIONS = {
@@ -81,73 +84,6 @@ def _chunk_rows(text: str) -> int:
     if not 1 <= value <= MAX_CHUNK_ROWS:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CHUNK_ROWS}: {value}")
     return value
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """カンマ区切りの列名（空の名前は除く）。"""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def _column_options(predict: argparse.ArgumentParser) -> None:
-    """predict の列の指定：見出し、名前か位置か、残す列・無視する列。"""
-    group = predict.add_argument_group(
-        "列（CSV・Parquet。見出しがあれば名前でモデルの入力に対応させる）"
-    )
-    group.add_argument(
-        "--header",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="CSV の最初の行が見出しか（既定：どのセルも数値でなければ見出し）。"
-        "--no-header のファイルは列の順にモデルの入力とする",
-    )
-    group.add_argument(
-        "--columns",
-        type=ColumnMatch,
-        choices=list(ColumnMatch),
-        default=ColumnMatch.NAME,
-        help="見出しのある入力の列の対応（既定 name：モデルの特徴量名・入力名で。"
-        "position：見出しの名前によらず列の順に）",
-    )
-    group.add_argument(
-        "--keep-columns",
-        type=_names,
-        default=(),
-        metavar="NAME,...",
-        help="結果に残す入力の列（例 id。推論の列の前に、入力の順で書く）",
-    )
-    group.add_argument(
-        "--ignore-columns",
-        type=_names,
-        default=(),
-        metavar="NAME,...",
-        help="使わない入力の列（見出しにモデルの知らない列があれば、既定では誤り）",
-    )
-
-
-def _engine_options(predict: argparse.ArgumentParser) -> None:
-    """predict のエンジン：このプロセス（既定）か Dask（`dask` extra）。"""
-    group = predict.add_argument_group(
-        "エンジン（--engine dask：INPUT は CSV・Parquet のファイル・フォルダー・glob、"
-        "-o はパーティションごとの Parquet の部品を書くフォルダー）"
-    )
-    group.add_argument(
-        "--engine",
-        choices=["local", "dask"],
-        default="local",
-        help="local：このプロセスでチャンクごとに（既定）。"
-        "dask：Dask のワーカーでパーティションごとに",
-    )
-    group.add_argument(
-        "--scheduler",
-        metavar="tcp://HOST:PORT",
-        help="使う Dask のスケジューラー（省略時は 127.0.0.1 にワーカー --workers 個を起こす）",
-    )
-    group.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="--scheduler が無いときに起こすワーカーのプロセス数（既定は CPU の数）",
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
         help="--skip-invalid のエラーファイル（JSON Lines。既定は OUTPUT.errors.jsonl、"
         "標準出力なら predict-errors.jsonl）",
     )
-    _column_options(predict)
-    _engine_options(predict)
+    add_column_options(predict)
+    add_engine_options(predict)
     predict.add_argument(
         "-q",
         "--quiet",
@@ -350,7 +286,7 @@ def _predict(settings: Settings, args: argparse.Namespace) -> int:
     )
     dataplane = load_batch_dataplane(settings, args.chunk_rows)  # 誤ったモデルはここで止める
     if args.engine == "dask":
-        return _predict_dask(settings, options, args)
+        return predict_dask(settings, options, args)
     try:
         result = run_batch(dataplane, options)
     except BrokenPipeError:
@@ -362,31 +298,6 @@ def _predict(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if not args.quiet:
         print(_summary(result, options), file=sys.stderr)
-    return 0
-
-
-def _predict_dask(settings: Settings, options: BatchOptions, args: argparse.Namespace) -> int:
-    """--engine dask：パーティションごとの部品を OUTDIR に書き、集計を表示する。"""
-    if STDIO in (options.output, options.input):
-        raise BatchError("--engine dask needs an input path and an output folder (-o OUTDIR)")
-    from model_in_image.batch.dask import DEFAULT_WORKERS, run_engine
-
-    try:
-        result = run_engine(
-            settings, options, scheduler=args.scheduler, workers=args.workers or DEFAULT_WORKERS
-        )
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if not args.quiet:
-        line = (
-            f"predict: {result.rows:,} rows, {result.invalid:,} invalid, "
-            f"{result.seconds:.2f} s, {result.rows_per_second:,.0f} rows/s -> "
-            f"{options.output} ({result.parts} parts, dask)"
-        )
-        if result.errors_path:
-            line += f" (invalid rows: {result.errors_path})"
-        print(line, file=sys.stderr)
     return 0
 
 
