@@ -58,7 +58,7 @@ def test_build_context_allows_what_the_dockerfile_copies() -> None:
 
 
 def test_the_image_installs_no_extras() -> None:
-    """提供用のイメージは extra（parquet・dask）を入れない（uv sync に --extra・--all-extras が無い）。"""
+    """提供用のイメージは extra（parquet・dask）を入れない。"""
     syncs = re.findall(r"uv sync [^\n]*", DOCKERFILE)
     assert len(syncs) == 2
     assert not [line for line in syncs if "--extra" in line or "--all-extras" in line]
