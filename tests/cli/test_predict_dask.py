@@ -291,3 +291,25 @@ def test_a_worker_killed_mid_run_leaves_a_complete_unduplicated_result(
     assert result.num_rows == 1_600_000
     assert len(set(result.column("id").to_pylist())) == 1_600_000
     assert result.equals(single([source], tmp_path, "--keep-columns", "id"))
+
+
+def test_progress_bar_goes_to_stderr(
+    tmp_path: Path, cluster: DaskCluster, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Dask の進み具合のバーは標準エラーへ（標準出力は空のまま）。"""
+    from model_in_image.batch import BatchOptions, ProgressMode
+    from model_in_image.batch.dask import run_engine
+    from model_in_image.settings import Settings
+
+    source = write_parquet_folder(tmp_path / "in", files=1)
+    options = BatchOptions(
+        input=str(source),
+        output=str(tmp_path / "out"),
+        keep_columns=("id",),
+        progress=ProgressMode.BAR,
+    )
+    result = run_engine(Settings(), options, scheduler=cluster.address)
+    captured = capfd.readouterr()
+    assert (result.rows, result.parts) == (2_500, 3)
+    assert "100% Completed" in captured.err
+    assert captured.out == ""
