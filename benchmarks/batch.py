@@ -34,7 +34,8 @@ CHUNK_ROWS = 10_000
 # Iris の各特徴量の範囲（一様乱数で行を作る）
 LOW = (4.3, 2.0, 1.0, 0.1)
 HIGH = (7.9, 4.4, 6.9, 2.5)
-HEADER = "sepal_length,sepal_width,petal_length,petal_width\n"
+# 同梱のモデルカードの feature_names（predict は見出しの名前で列を対応させる）
+HEADER = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,12 @@ from model_in_image.batch import (
     load_batch_dataplane,
     run_batch,
 )
+from model_in_image.batch.arguments import (
+    EXIT_INTERRUPTED,
+    add_column_options,
+    add_engine_options,
+    predict_dask,
+)
 from model_in_image.codecs.seed import encode_metadata
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError
@@ -39,7 +45,6 @@ from model_in_image.settings import LogLevel, Settings
 EXIT_USAGE = 2
 # 書き込み先のパイプが閉じられた（例 `| head`）：シェルの慣習どおり 128 + SIGPIPE
 EXIT_BROKEN_PIPE = 141
-EXIT_INTERRUPTED = 130
 
 # オプション → 設定の項目（環境変数は項目名の大文字：MODEL_FILEPATH など。オプションが優先）
 MODEL_OPTIONS = {
@@ -104,8 +109,9 @@ def _parser() -> argparse.ArgumentParser:
         "predict",
         parents=[model],
         help="ファイルまたは標準入力の行をオフラインで推論する（大きさの制限なし）",
-        description="行をチャンクごとに読み、ラベルとクラスごとの確率（proba_<ラベル名>）を"
-        "入力の順に書く。メモリはファイルの大きさによらず一定。",
+        description="行をチャンクごとに読み、推論の列（分類器はラベルとクラスごとの確率 "
+        "proba_<ラベル名>、回帰は prediction、そのほかは出力ごとの列）を入力の順に書く。"
+        "メモリはファイルの大きさによらず一定。",
     )
     predict.add_argument(
         "input",
@@ -148,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
         help="--skip-invalid のエラーファイル（JSON Lines。既定は OUTPUT.errors.jsonl、"
         "標準出力なら predict-errors.jsonl）",
     )
+    add_column_options(predict)
+    add_engine_options(predict)
     predict.add_argument(
         "-q",
         "--quiet",
@@ -270,9 +278,15 @@ def _predict(settings: Settings, args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_rows,
         skip_invalid=args.skip_invalid,
         errors=args.errors,
+        header=args.header,
+        columns=args.columns,
+        keep_columns=args.keep_columns,
+        ignore_columns=args.ignore_columns,
         progress=ProgressMode.OFF if args.quiet else choose_mode(args.progress, sys.stderr),
     )
-    dataplane = load_batch_dataplane(settings, args.chunk_rows)
+    dataplane = load_batch_dataplane(settings, args.chunk_rows)  # 誤ったモデルはここで止める
+    if args.engine == "dask":
+        return predict_dask(settings, options, args)
     try:
         result = run_batch(dataplane, options)
     except BrokenPipeError:

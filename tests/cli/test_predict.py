@@ -30,7 +30,9 @@ Capture = pytest.CaptureFixture[str]
 ROWS = [SETOSA, VERSICOLOR, VIRGINICA]
 SPECIES = ["setosa", "versicolor", "virginica"]
 COLUMNS = ["label", "proba_setosa", "proba_versicolor", "proba_virginica"]
-CSV_HEADER = "sepal_length,sepal_width,petal_length,petal_width\n"
+# 同梱の Iris のモデルカードの feature_names（見出しの列は名前でモデルの入力に対応させる）
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+CSV_HEADER = ",".join(FEATURES) + "\n"
 HTTP_LIMIT = 1000
 SUMMARY = re.compile(
     r"^predict: (?P<rows>[\d,]+) rows, (?P<invalid>[\d,]+) invalid, [\d.]+ s, [\d,]+ rows/s -> "
@@ -197,7 +199,9 @@ def test_an_invalid_row_stops_with_its_line_number(
     source = write(tmp_path, "rows.csv", CSV_HEADER + "".join(lines))
     target = tmp_path / "out.csv"
     out, err = predict([str(source), "-o", str(target), "--chunk-rows", "500"], capsys, code=1)
-    assert err.splitlines()[-1] == "error: line 1235, column 3: 'abc' is not a number"
+    assert err.splitlines()[-1] == (
+        f"error: {source} line 1235, column 3 'petal length (cm)': 'abc' is not a number"
+    )
     assert not target.exists()
     assert list(tmp_path.iterdir()) == [source]  # 一時ファイルも残らない
     assert out == ""
@@ -211,7 +215,9 @@ def test_stdout_gets_the_rows_before_the_invalid_one(
     lines[1_200] = "5.0,3.1,1.4\n"
     source = write(tmp_path, "rows.csv", "".join(lines))
     out, err = predict([str(source), "--chunk-rows", "1000"], capsys, code=1)
-    assert err.splitlines()[-1] == "error: line 1201: row has 3 values; the model expects 4"
+    assert err.splitlines()[-1] == (
+        f"error: {source} line 1201: row has 3 values; the model expects 4"
+    )
     assert_scored(out, dataplane, rows[:1_200])
 
 
@@ -222,7 +228,7 @@ def test_skip_invalid_writes_the_error_file(
     lines = csv_text(rows).splitlines(keepends=True)
     bad = {
         10: ("5.0,3.1,abc,0.2\n", 3, "'abc' is not a number"),
-        1_500: ("5.0,3.1,1.4\n", None, "row has 3 values; the model expects 4"),
+        1_500: ("5.0,3.1,1.4\n", None, "row has 3 values; the header has 4 columns"),
         1_501: ("1e39,3.1,1.4,0.2\n", 1, "value must be a finite number within the float32 range"),
         2_999: ("nan,3.1,1.4,0.2\n", 1, "value must be a finite number within the float32 range"),
     }
@@ -236,9 +242,9 @@ def test_skip_invalid_writes_the_error_file(
     errors = [json.loads(line) for line in Path(f"{target}.errors.jsonl").read_text().splitlines()]
     want = []
     for index, (line, column, reason) in sorted(bad.items()):
-        entry: dict[str, Any] = {"line": index + 2}
+        entry: dict[str, Any] = {"file": str(source), "line": index + 2}
         if column is not None:
-            entry["column"] = column
+            entry |= {"column": column, "name": FEATURES[column - 1]}
         want.append(entry | {"error": reason, "input": line.strip()})
     assert errors == want
     summary = SUMMARY.match(err.splitlines()[-1])
@@ -257,8 +263,19 @@ def test_skip_invalid_error_file_option_and_all_rows_invalid(
     assert out == ",".join(COLUMNS) + "\n"
     errors = [json.loads(line) for line in (tmp_path / "bad.jsonl").read_text().splitlines()]
     assert errors == [
-        {"line": 1, "column": 1, "error": "Expected `float`, got `str`", "input": '["x", 1, 2, 3]'},
-        {"line": 2, "error": "row has 2 values; the model expects 4", "input": "[1, 2]"},
+        {
+            "file": "stdin",
+            "line": 1,
+            "column": 1,
+            "error": "Expected `float`, got `str`",
+            "input": '["x", 1, 2, 3]',
+        },
+        {
+            "file": "stdin",
+            "line": 2,
+            "error": "row has 2 values; the model expects 4",
+            "input": "[1, 2]",
+        },
     ]
 
 
@@ -299,7 +316,7 @@ def test_skip_invalid_default_error_file_for_stdout(
         ),
         ("bad.csv", "5.1,3.5,abc,0.2\n", "line 1, column 3: 'abc' is not a number"),
         ("bad.csv", "5.1,3.5,1.4\n", "line 1: row has 3 values; the model expects 4"),
-        ("bad.csv", "5.1,3.5,1.4,0.2,\n", "line 1, column 5: '' is not a number"),
+        ("bad.csv", "5.1,3.5,1.4,0.2,\n", "line 1: row has 5 values; the model expects 4"),
         ("bad.csv", "5.1,3.5,1.4,0.2\nnan,3.5,1.4,0.2\n", "line 2, column 1: value must be"),
         ("bad.csv", "5.1,3.5,1_4,0.2\n", "line 1, column 3: '1_4' is not a number"),
         ("bad.csv", "", "no rows in input"),
@@ -399,7 +416,7 @@ def test_progress_bar_on_stderr(
 
 def test_a_second_model_by_flags(tmp_path: Path, capsys: Capture, fruit_model: CardModel) -> None:
     """--model/--labels/--card で別のモデル：列はラベルファイルの名前（CSV の引用符つき）。"""
-    source = write(tmp_path, "fruit.csv", "x,y,z\n0.9,0.1,-0.5\n-1.0,0.2,1.5\n")
+    source = write(tmp_path, "fruit.csv", "x,y,z\n0.9,0.1,-0.5\n-1.0,0.2,1.5\n")  # カードの名前
     flags = ["--model", str(fruit_model.model), "--labels", str(fruit_model.labels)]
     out, _ = predict([str(source), *flags, "--card", str(fruit_model.card)], capsys)
     assert out.splitlines()[0] == 'label,"proba_small, round","proba_long ""banana"""'
@@ -408,10 +425,13 @@ def test_a_second_model_by_flags(tmp_path: Path, capsys: Capture, fruit_model: C
     assert labels == [FRUIT_LABELS["1"], FRUIT_LABELS["0"]]  # 1 は x > z
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     target = tmp_path / "fruit.jsonl"
-    predict([str(source), *flags, "-o", str(target)], capsys)
+    predict([str(source), *flags, "--columns", "position", "-o", str(target)], capsys)
     first = json.loads(target.read_text().splitlines()[0])
     assert list(first) == header
     assert first["label"] == FRUIT_LABELS["1"]
+    # カードが無ければ見出しの名前を確かめられない：位置で取るとは言われていないので断る
+    _, err = predict([str(source), *flags], capsys, code=1)
+    assert "the model names no features" in err.splitlines()[-1]
 
 
 def test_parquet_in_and_out(tmp_path: Path, capsys: Capture, dataplane: DataPlane) -> None:
@@ -420,7 +440,7 @@ def test_parquet_in_and_out(tmp_path: Path, capsys: Capture, dataplane: DataPlan
 
     rows = iris_rows(2_345, seed=5)
     columns = np.array(rows).T
-    table = pa.table({name: columns[i] for i, name in enumerate(CSV_HEADER.strip().split(","))})
+    table = pa.table({name: columns[i] for i, name in enumerate(FEATURES)})
     source = tmp_path / "rows.parquet"
     pq.write_table(table, source)
     target = tmp_path / "scored.parquet"
@@ -441,12 +461,12 @@ def test_parquet_nulls_are_invalid_rows(tmp_path: Path, capsys: Capture) -> None
     import pyarrow.parquet as pq
 
     source = tmp_path / "rows.parquet"
-    pq.write_table(
-        pa.table({"a": [5.1, None], "b": [3.5, 3.0], "c": [1, 4], "d": [0.2, 1.5]}), source
-    )
+    values = [[5.1, None], [3.5, 3.0], [1, 4], [0.2, 1.5]]
+    pq.write_table(pa.table(dict(zip(FEATURES, values, strict=True))), source)
     _, err = predict([str(source)], capsys, code=1)
     assert err.splitlines()[-1] == (
-        "error: row 2, column 1: value must be a finite number within the float32 range"
+        f"error: {source} row 2, column 1 'sepal length (cm)': "
+        "value must be a finite number within the float32 range"
     )
 
 
@@ -455,7 +475,7 @@ def test_parquet_nulls_are_invalid_rows(tmp_path: Path, capsys: Capture) -> None
     [
         (["-", "--format", "parquet"], "Parquet input must be a file"),
         (["rows.csv", "--output-format", "parquet"], "Parquet output must be a file"),
-        (["strings.parquet"], "Parquet column 'name' is not numeric"),
+        (["strings.parquet"], "the input's header does not match the model's features"),
         (["broken.parquet"], "cannot read Parquet input"),
     ],
 )

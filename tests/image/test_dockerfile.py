@@ -55,3 +55,17 @@ def test_build_context_allows_what_the_dockerfile_copies() -> None:
     allowed = (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     for entry in ("!scripts/image/", "!src/", "!uv.lock", "!models/*.onnx", "!models/label.json"):
         assert entry in allowed
+
+
+def test_the_image_installs_no_extras() -> None:
+    """提供用のイメージは extra（parquet・dask）を入れない。"""
+    syncs = re.findall(r"uv sync [^\n]*", DOCKERFILE)
+    assert len(syncs) == 2
+    assert not [line for line in syncs if "--extra" in line or "--all-extras" in line]
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    extras = pyproject.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    assert '"dask[dataframe]' in extras
+    assert '"distributed' in extras
+    dependencies = pyproject.split("dependencies = [", 1)[1].split("]\n", 1)[0]
+    assert "dask" not in dependencies
+    assert "distributed" not in dependencies

@@ -44,5 +44,6 @@ def write_fruit_model(directory: Path) -> CardModel:
         input_width=3,
         classes=list(FRUIT_LABELS.values()),
         sample_input=FRUIT_SAMPLE,
+        feature_names=["x", "y", "z"],
     ).write(card)
     return CardModel(model, labels, card)

@@ -6,6 +6,7 @@ readers が入力を行番号つきのチャンクにし、scoring が HTTP と�
 """
 
 from model_in_image.batch.base import STDIO, BatchError
+from model_in_image.batch.columns import ColumnMatch
 from model_in_image.batch.progress import ProgressMode, choose_mode
 from model_in_image.batch.readers import InputFormat
 from model_in_image.batch.scoring import (
@@ -25,6 +26,7 @@ __all__ = [
     "BatchError",
     "BatchOptions",
     "BatchResult",
+    "ColumnMatch",
     "InputFormat",
     "OutputFormat",
     "ProgressMode",

@@ -1,7 +1,7 @@
-"""行の形式：CSV・JSON Lines・シードの JSON ボディ・数値の配列（Parquet）の行を数値にする。
+"""行の形式：CSV・JSON Lines・シードの JSON ボディ・Arrow（Parquet）のチャンクをモデルの入力にする。
 
-各形式は一括の速い道（parse_all）と 1 行ずつの遅い道（parse_one）を持つ。検証はしない
-（DataPlane.validate が行う）。
+各形式は実数 1 入力のモデルのための一括の速い道（数値の行列）と、どのモデルにも使える道
+（値を入力の型にして Decoder で検証）を持つ。検証の規則は DataPlane.validate だけが持つ。
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import numpy as np
 import orjson
 
 from model_in_image.batch.base import RowError
-from model_in_image.runtime import FloatArray
+from model_in_image.batch.columns import ColumnPlan
+from model_in_image.batch.decode import Decoded, Decoder, IndexArray, Problem
+from model_in_image.batch.outputs import Block
 
 # これより長い行は読まずに不正な行として扱う（改行の無い巨大なファイルでもメモリを一定に保つ）
 MAX_LINE_BYTES = 1 << 20
@@ -25,18 +27,26 @@ SEED_SHAPE = 'JSON input must be {"data": [[...], ...]} or [[...], ...]'
 
 
 class RowFormat(Protocol):
-    """形式ごとの行の解釈（一括の速い道と、1 行ずつの遅い道）。"""
+    """形式ごとのチャンクの解釈。"""
 
     unit: str  # エラーの場所の呼び方（"line" または "row"）
 
-    def parse_all(self, items: Sequence[Any]) -> FloatArray | None:
-        """チャンク全体を数値の配列にする。どこかに不正な行があれば None。"""
+    def decode(self, items: Sequence[Any]) -> Decoded:
+        """チャンクを検証済みの入力と不正な行にする。"""
 
-    def parse_one(self, item: Any) -> Sequence[float]:
-        """1 行を数値の並びにする（不正なら RowError）。"""
-
-    def text(self, item: Any) -> str:
+    def text(self, items: Sequence[Any], index: int) -> str:
         """エラーファイルに残す、元の行の文字列。"""
+
+
+def kept_columns(plan: ColumnPlan | None, rows: Sequence[Any], valid: IndexArray) -> list[Block]:
+    """有効な行の、残す入力の列（rows は入力の列の順の値の行）。"""
+    if plan is None or not plan.keep:
+        return []
+    picked = [rows[i] for i in valid.tolist()]
+    return [
+        Block((name,), np.array([row[source] for row in picked], dtype=object))
+        for name, source in plan.keep
+    ]
 
 
 class _LineFormat:
@@ -44,7 +54,8 @@ class _LineFormat:
 
     unit = "line"
 
-    def text(self, item: bytes | None) -> str:
+    def text(self, items: Sequence[bytes | None], index: int) -> str:
+        item = items[index]
         if item is None:
             return f"<line longer than {MAX_LINE_BYTES} bytes>"
         return item.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -62,40 +73,71 @@ class _LineFormat:
 class CsvFormat(_LineFormat):
     """カンマ区切り（見出し行は読み手が取り除く）。一括は np.loadtxt、1 行ずつは csv。"""
 
-    def parse_all(self, items: Sequence[bytes | None]) -> FloatArray | None:
-        try:
-            text = b"".join(items).decode("utf-8")  # type: ignore[arg-type]
-            return np.loadtxt(
-                io.StringIO(text),
-                delimiter=",",
-                quotechar='"',
-                comments=None,
-                dtype=np.float64,
-                ndmin=2,
-            )
-        except (
-            TypeError,
-            ValueError,
-        ):  # None（長すぎる行）・UTF-8 でない・数値でない・列数の不揃い
-            return None
+    def __init__(self, decoder: Decoder, plan: ColumnPlan) -> None:
+        self._decoder = decoder
+        self._plan = plan
+        self._fast = decoder.numeric and not plan.keep
+        self._identity = plan.sources == tuple(range(plan.width))
 
-    def parse_one(self, item: bytes | None) -> list[float]:
+    def decode(self, items: Sequence[bytes | None]) -> Decoded:
+        if self._fast:
+            matrix = _loadtxt(items)
+            if matrix is not None and matrix.shape[1] == self._plan.width:
+                features = matrix if self._identity else matrix[:, self._plan.sources]
+                decoded = self._decoder.matrix(features)
+                if decoded is not None:
+                    return decoded
+        rows = [self._cells(index, item) for index, item in enumerate(items)]
+        decoded = self._decoder.cells(rows)
+        decoded.kept = kept_columns(self._plan, rows, decoded.valid)
+        return decoded
+
+    def _cells(self, index: int, item: bytes | None) -> list[str] | Problem:
         try:
             (cells,) = csv.reader([self._decoded(item)])
+        except RowError as exc:
+            return Problem(index, exc.reason)
         except csv.Error as exc:
-            raise RowError(f"not a CSV row: {exc}") from None
-        return [parse_number(cell, column) for column, cell in enumerate(cells, 1)]
+            return Problem(index, f"not a CSV row: {exc}")
+        return cells
 
 
-def parse_number(cell: str, column: int) -> float:
-    """CSV の 1 セルを数値にする（np.loadtxt と同じく桁区切りの _ は認めない）。"""
-    text = cell.strip()
+def _loadtxt(items: Sequence[bytes | None]) -> Any:
+    """チャンク全体を実数の行列にする（どこかの行が読めなければ None）。"""
     try:
-        if "_" in text:
-            raise ValueError
-        return float(text)
-    except ValueError:
-        raise RowError(f"{cell!r} is not a number", column) from None
+        text = b"".join(items).decode("utf-8")  # type: ignore[arg-type]
+        return np.loadtxt(
+            io.StringIO(text),
+            delimiter=",",
+            quotechar='"',
+            comments=None,
+            dtype=np.float64,
+            ndmin=2,
+        )
+    except (TypeError, ValueError):  # None（長すぎる行）・UTF-8 でない・数値でない・列数の不揃い
+        return None
+
+
+def split_header(line: bytes | None) -> list[str] | None:
+    """CSV の 1 行をセルにする（読めなければ None）。"""
+    if line is None:
+        return None
+    try:
+        (cells,) = csv.reader([line.decode("utf-8")])
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return [cell.strip() for cell in cells]
+
+
+def looks_like_header(cells: Sequence[str]) -> bool:
+    """どのセルも数値でなければ見出し行とみなす。"""
+    for cell in cells:
+        try:
+            float(cell.strip())
+        except ValueError:
+            continue
+        return False
+    return True
 
 
 # msgspec の検証エラー（例 "Expected `float`, got `str` - at `$[1]`"）の理由と位置
@@ -103,29 +145,42 @@ MSGSPEC_PATH = re.compile(r"^(?P<reason>.*) - at `\$\[(?P<index>\d+)\]`$")
 
 
 class JsonLinesFormat(_LineFormat):
-    """1 行に 1 つの JSON 配列（例 [5.1, 3.5, 1.4, 0.2]）。真偽値・文字列は数値として認めない。"""
+    """1 行に 1 つの JSON の値（[5.1, 3.5, 1.4, 0.2]、複数入力なら入力名をキーとするオブジェクト）。
 
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(list[float])
+    実数 1 入力のモデルでは真偽値・文字列を数値として認めない。
+    """
 
-    def parse_all(self, items: Sequence[bytes | None]) -> FloatArray | None:
-        decode = self._decoder.decode
+    def __init__(self, decoder: Decoder) -> None:
+        self._decoder = decoder
+        self._floats = msgspec.json.Decoder(list[float])
+        self._any = msgspec.json.Decoder()
+
+    def decode(self, items: Sequence[bytes | None]) -> Decoded:
+        if self._decoder.numeric:
+            decode = self._floats.decode
+            try:
+                matrix = np.array([decode(item) for item in items], dtype=np.float64)  # type: ignore[arg-type]
+            except (TypeError, ValueError, msgspec.DecodeError):  # 不揃いの行も ValueError
+                matrix = None
+            decoded = None if matrix is None else self._decoder.matrix(matrix)
+            if decoded is not None:
+                return decoded
+        return self._decoder.values([self._value(i, item) for i, item in enumerate(items)])
+
+    def _value(self, index: int, item: bytes | None) -> Any:
+        """1 行を値にする（読めない行は Problem）。実数 1 入力のモデルは数の配列だけを認める。"""
+        decoder = self._floats if self._decoder.numeric else self._any
         try:
-            return np.array([decode(item) for item in items], dtype=np.float64)  # type: ignore[arg-type]
-        except (TypeError, ValueError, msgspec.DecodeError):  # 不揃いの行も ValueError
-            return None
-
-    def parse_one(self, item: bytes | None) -> list[float]:
-        text = self._decoded(item)
-        try:
-            return self._decoder.decode(text)
+            return decoder.decode(self._decoded(item))
+        except RowError as exc:
+            return Problem(index, exc.reason)
         except msgspec.ValidationError as exc:
             found = MSGSPEC_PATH.search(str(exc))
             if found is None:
-                raise RowError(f"must be a JSON array of numbers: {exc}") from None
-            raise RowError(found["reason"], int(found["index"]) + 1) from None
+                return Problem(index, f"must be a JSON array of numbers: {exc}")
+            return Problem(index, found["reason"], int(found["index"]) + 1)
         except msgspec.DecodeError as exc:
-            raise RowError(f"not valid JSON: {exc}") from None
+            return Problem(index, f"not valid JSON: {exc}")
 
 
 class SeedJsonFormat:
@@ -133,24 +188,33 @@ class SeedJsonFormat:
 
     unit = "row"
 
-    def parse_all(self, items: Sequence[Any]) -> FloatArray | None:
-        if not all(_is_number_list(item) for item in items):
-            return None
-        try:
-            return np.array(items, dtype=np.float64)
-        except ValueError:  # 不揃いの行
-            return None
+    def __init__(self, decoder: Decoder) -> None:
+        self._decoder = decoder
 
-    def parse_one(self, item: Any) -> Sequence[float]:
-        if not isinstance(item, list):
-            raise RowError(f"must be a list of numbers ({SEED_SHAPE})")
-        for column, value in enumerate(item, 1):
-            if not _is_number(value):
-                raise RowError(f"every value must be a number, got {value!r}", column)
-        return item
+    def decode(self, items: Sequence[Any]) -> Decoded:
+        if not self._decoder.numeric:
+            return self._decoder.values(items)
+        if all(_is_number_list(item) for item in items):
+            try:
+                decoded = self._decoder.matrix(np.array(items, dtype=np.float64))
+            except ValueError:  # 不揃いの行
+                decoded = None
+            if decoded is not None:
+                return decoded
+        return self._decoder.values([_numbers(i, item) for i, item in enumerate(items)])
 
-    def text(self, item: Any) -> str:
-        return orjson.dumps(item).decode()
+    def text(self, items: Sequence[Any], index: int) -> str:
+        return orjson.dumps(items[index]).decode()
+
+
+def _numbers(index: int, item: Any) -> Any:
+    """実数 1 入力のモデルの行：数のリストでなければ Problem。"""
+    if not isinstance(item, list):
+        return Problem(index, f"must be a list of numbers ({SEED_SHAPE})")
+    for column, value in enumerate(item, 1):
+        if not _is_number(value):
+            return Problem(index, f"every value must be a number, got {value!r}", column)
+    return item
 
 
 def _is_number(value: Any) -> bool:
@@ -161,16 +225,36 @@ def _is_number_list(item: Any) -> bool:
     return type(item) is list and all(_is_number(value) for value in item)
 
 
-class ArrayFormat:
-    """すでに数値の配列になった行（Parquet）。欠損値は NaN として検証で拒否される。"""
+class ArrowFormat:
+    """Arrow の RecordBatch（Parquet・pandas）。列は見出し（列名）で対応させる。"""
 
     unit = "row"
 
-    def parse_all(self, items: Sequence[Any]) -> FloatArray | None:
-        return np.asarray(items, dtype=np.float64)
+    def __init__(self, decoder: Decoder, plan: ColumnPlan, numeric: bool) -> None:
+        self._decoder = decoder
+        self._plan = plan
+        # 実数 1 入力のモデルで、特徴量の列がすべて数値の型なら行列の速い道
+        self._fast = decoder.numeric and numeric
 
-    def parse_one(self, item: Any) -> Sequence[float]:
-        return item  # type: ignore[no-any-return]
+    def decode(self, items: Sequence[Any]) -> Decoded:
+        batch: Any = items
+        plan = self._plan
+        if self._fast:
+            columns = [batch.column(i).to_numpy(zero_copy_only=False) for i in plan.sources]
+            matrix = np.column_stack(columns).astype(np.float64)
+            decoded = self._decoder.matrix(matrix)
+            if decoded is None:
+                decoded = self._decoder.values(matrix.tolist())
+        else:
+            rows = list(zip(*(column.to_pylist() for column in batch.columns), strict=True))
+            decoded = self._decoder.cells(rows)
+        decoded.kept = [
+            Block((name,), np.array(batch.column(i).take(decoded.valid).to_pylist(), dtype=object))
+            for name, i in plan.keep
+        ]
+        return decoded
 
-    def text(self, item: Any) -> str:
-        return orjson.dumps(np.asarray(item).tolist()).decode()
+    def text(self, items: Sequence[Any], index: int) -> str:
+        batch: Any = items
+        (row,) = batch.slice(index, 1).to_pylist()
+        return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode()

@@ -1,12 +1,12 @@
-"""入力を読む：形式の判定と行番号つきのチャンク（CSV・JSON Lines・シードの JSON ボディ・Parquet）。
+"""入力を読む：形式の判定、見出し、行番号つきのチャンク（CSV・JSON Lines・シードの JSON・Parquet）。
 
 行の解釈は formats が受け持つ。
 """
 
 from __future__ import annotations
 
-import csv
 import io
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,21 +14,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import ijson
-import numpy as np
 
-from model_in_image.batch.base import STDIO, BatchError, RowError, require_pyarrow
-from model_in_image.batch.formats import (
-    MAX_LINE_BYTES,
-    ArrayFormat,
-    CsvFormat,
-    JsonLinesFormat,
-    RowFormat,
-    SeedJsonFormat,
-    parse_number,
-)
+from model_in_image.batch.base import STDIO, BatchError, require_pyarrow
+from model_in_image.batch.formats import MAX_LINE_BYTES, looks_like_header, split_header
 
 # 形式の判定に先読みする最大バイト数（読み込みのバッファーも同じ大きさ）
 SNIFF_BYTES = 1 << 16
@@ -60,7 +51,7 @@ class Chunk:
     """入力の一区切り：行番号（1 始まり）と、形式ごとの生の行。"""
 
     numbers: list[int]
-    items: Sequence[Any]  # 行のバイト列・JSON の値、または数値の配列（Parquet）
+    items: Sequence[Any]  # 行のバイト列・JSON の値、または Arrow の RecordBatch（Parquet）
 
 
 class _Replay(io.RawIOBase):
@@ -90,21 +81,33 @@ class _Replay(io.RawIOBase):
 
 @dataclass(slots=True)
 class Source:
-    """開いた入力：チャンクの列、形式、進み具合（バイトまたは行）。"""
+    """開いた入力：チャンクの列、形式、見出し（CSV の見出し行・Parquet の列名）、進み具合。"""
 
     chunks: Iterator[Chunk]
-    format: RowFormat
+    format: InputFormat
+    header: list[str] | None
     total: int | None
     unit: str
     position: Callable[[], int]
+    schema: Any = None  # Parquet の列の型（pyarrow の Schema）
 
 
-def open_source(path: str, fmt: InputFormat, chunk_rows: int, stack: ExitStack) -> Source:
-    """入力（ファイルまたは標準入力 -）を開き、形式を決めてチャンクの列にする。"""
-    if fmt is InputFormat.AUTO and path != STDIO:
-        fmt = _SUFFIX_INPUT.get(Path(path).suffix.lower(), InputFormat.AUTO)
+def open_source(
+    path: str,
+    fmt: InputFormat,
+    chunk_rows: int,
+    stack: ExitStack,
+    header: bool | None = None,
+    row_groups: Sequence[int] | None = None,
+) -> Source:
+    """入力（ファイルまたは標準入力 -）を開き、形式を決めてチャンクの列にする。
+
+    header は CSV の見出し行（None は自動：最初の行のどのセルも数値でなければ見出し）。
+    row_groups は Parquet の読む行グループ（None はすべて。行番号はファイルの中の番号）。
+    """
+    fmt = input_format(path, fmt)
     if fmt is InputFormat.PARQUET:
-        return _parquet_source(path, chunk_rows)
+        return _parquet_source(path, chunk_rows, row_groups)
     raw = sys.stdin.buffer if path == STDIO else stack.enter_context(_open_binary(path))
     head = _sniff(raw)
     if head.startswith(BOM):
@@ -114,18 +117,22 @@ def open_source(path: str, fmt: InputFormat, chunk_rows: int, stack: ExitStack) 
     replay = _Replay(head, raw)
     stream = io.BufferedReader(replay, buffer_size=SNIFF_BYTES)
     total = None if path == STDIO else _size(path)
+    names: list[str] | None = None
     if fmt is InputFormat.JSON:
         chunks = _batched(_seed_rows(stream, head), chunk_rows)
-        row_format: RowFormat = SeedJsonFormat()
     else:
         lines = _numbered_lines(stream)
         if fmt is InputFormat.CSV:
-            lines = _without_header(lines)
-            row_format = CsvFormat()
-        else:
-            row_format = JsonLinesFormat()
+            names, lines = _header(lines, header)
         chunks = _batched(lines, chunk_rows)
-    return Source(chunks, row_format, total, "B", lambda: replay.consumed)
+    return Source(chunks, fmt, names, total, "B", lambda: replay.consumed)
+
+
+def input_format(path: str, fmt: InputFormat) -> InputFormat:
+    """auto なら拡張子から形式を決める（分からなければ auto のまま：内容で決める）。"""
+    if fmt is InputFormat.AUTO and path != STDIO:
+        return _SUFFIX_INPUT.get(Path(path).suffix.lower(), InputFormat.AUTO)
+    return fmt
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -181,31 +188,21 @@ def _numbered_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
             yield number, line
 
 
-def _without_header(
-    lines: Iterator[tuple[int, bytes | None]],
-) -> Iterator[tuple[int, bytes | None]]:
-    """最初の行のどのセルも数値でなければ見出し行として飛ばす。"""
-    for number, line in lines:
-        if line is None or not _is_header(line):
-            yield number, line
-        yield from lines
-        return
-
-
-def _is_header(line: bytes) -> bool:
-    try:
-        (cells,) = csv.reader([line.decode("utf-8")])
-    except (UnicodeDecodeError, ValueError):
-        return False
-    return not any(_parses(cell) for cell in cells)
-
-
-def _parses(cell: str) -> bool:
-    try:
-        parse_number(cell, 0)
-    except RowError:
-        return False
-    return True
+def _header(
+    lines: Iterator[tuple[int, bytes | None]], header: bool | None
+) -> tuple[list[str] | None, Iterator[tuple[int, bytes | None]]]:
+    """見出し行を読む（header が None なら、最初の行のどのセルも数値でなければ見出し）。"""
+    if header is False:
+        return None, lines
+    first = next(lines, None)
+    if first is None:
+        return None, lines
+    cells = split_header(first[1])
+    if cells is not None and (header or looks_like_header(cells)):
+        return cells, lines
+    if header:
+        raise BatchError(f"cannot read the header line {first[0]} (not UTF-8 or too long)")
+    return None, itertools.chain([first], lines)
 
 
 def _seed_rows(stream: BinaryIO, head: bytes) -> Iterator[tuple[int, Any]]:
@@ -233,8 +230,8 @@ def _batched(items: Iterable[tuple[int, Any]], size: int) -> Iterator[Chunk]:
         yield Chunk(numbers, rows)
 
 
-def _parquet_source(path: str, chunk_rows: int) -> Source:
-    """Parquet（pyarrow が要る：`parquet` extra）。列はすべて数値で、列の順に特徴量とする。"""
+def _parquet_source(path: str, chunk_rows: int, row_groups: Sequence[int] | None) -> Source:
+    """Parquet（pyarrow が要る：`parquet` extra）。チャンクは RecordBatch、見出しは列名。"""
     if path == STDIO:
         raise BatchError("Parquet input must be a file, not standard input")
     pq, pa = require_pyarrow()
@@ -242,18 +239,19 @@ def _parquet_source(path: str, chunk_rows: int) -> Source:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise BatchError(f"cannot read Parquet input {path}: {exc}") from None
-    for field in parquet.schema_arrow:
-        if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
-            raise BatchError(f"Parquet column {field.name!r} is not numeric ({field.type})")
+    schema = parquet.schema_arrow
+    groups = list(range(parquet.num_row_groups)) if row_groups is None else list(row_groups)
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     done = [0]
 
     def chunks() -> Iterator[Chunk]:
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
-            start = done[0]
-            array = np.column_stack(
-                [column.to_numpy(zero_copy_only=False) for column in batch.columns]
-            ).astype(np.float64)
-            done[0] += len(array)
-            yield Chunk(list(range(start + 1, done[0] + 1)), cast("Sequence[Any]", array))
+        for group in groups:  # 行番号はファイルの中の番号（行グループごとのパーティションでも）
+            start = sum(sizes[:group])
+            for batch in parquet.iter_batches(batch_size=chunk_rows, row_groups=[group]):
+                done[0] += batch.num_rows
+                yield Chunk(list(range(start + 1, start + batch.num_rows + 1)), batch)
+                start += batch.num_rows
 
-    return Source(chunks(), ArrayFormat(), parquet.metadata.num_rows, "rows", lambda: done[0])
+    total = sum(sizes[i] for i in groups)
+    names = list(schema.names)
+    return Source(chunks(), InputFormat.PARQUET, names, total, "rows", lambda: done[0], schema)

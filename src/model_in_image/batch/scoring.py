@@ -1,49 +1,103 @@
-"""チャンクを検証・推論して書く（HTTP と同じ DataPlane の検証と推論、上限はチャンクの行数）。"""
+"""チャンクを検証・推論して書く（HTTP と同じ DataPlane の検証と推論、上限はチャンクの行数）。
+
+見出し（CSV の見出し行・Parquet の列名）とモデルの入力の対応は columns が決め、
+行の解釈は formats、推論の列は outputs、書き出しは writers が受け持つ。
+"""
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol
 
 import numpy as np
 import orjson
 
-from model_in_image.batch.base import STDIO, BatchError, RowError
-from model_in_image.batch.formats import RowFormat
+from model_in_image.batch.base import STDIO, BatchError, require_pyarrow
+from model_in_image.batch.columns import ColumnMatch, ColumnPlan, model_slots, plan_columns
+from model_in_image.batch.decode import Decoded, Decoder, Problem
+from model_in_image.batch.formats import (
+    ArrowFormat,
+    CsvFormat,
+    JsonLinesFormat,
+    RowFormat,
+    SeedJsonFormat,
+)
+from model_in_image.batch.outputs import Outputs
 from model_in_image.batch.progress import LINE_INTERVAL_SECONDS, ProgressMode, open_progress
-from model_in_image.batch.readers import Chunk, InputFormat, open_source
+from model_in_image.batch.readers import Chunk, InputFormat, Source, open_source
 from model_in_image.batch.writers import OutputFormat, OutputTarget, Writer
-from model_in_image.dataplane import DataPlane, rows_of
-from model_in_image.errors import InvalidInputError
+from model_in_image.dataplane import DataPlane
 from model_in_image.loading import load_dataplane
-from model_in_image.model.onnx_model import Feeds
 from model_in_image.settings import Settings
 
-Rows = Sequence[Sequence[float]]
 DEFAULT_CHUNK_ROWS = 10_000
 MAX_CHUNK_ROWS = 1_000_000
 
 
+class ErrorSink(Protocol):
+    """不正な行の記録先（--skip-invalid のエラーファイル、またはメモリの中の一覧）。"""
+
+    @property
+    def count(self) -> int:
+        """記録した行の数。"""
+
+    def record(self, where: Where, problem: Problem, text: str) -> None:
+        """1 行を記録する。"""
+
+
+class ErrorList:
+    """メモリの中の不正な行の一覧（error_entry の辞書。表を推論する関数が返す）。"""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    @property
+    def count(self) -> int:
+        """記録した行の数。"""
+        return len(self.entries)
+
+    def record(self, where: Where, problem: Problem, text: str) -> None:
+        """1 行を記録する。"""
+        self.entries.append(error_entry(where, problem, text))
+
+
 class ErrorLog:
-    """--skip-invalid の不正な行の記録（JSON Lines：場所・理由・元の行）。"""
+    """--skip-invalid の不正な行の記録（JSON Lines：ファイル・場所・列・理由・元の行）。"""
 
     def __init__(self, out: IO[bytes], path: str) -> None:
         self._out = out
         self.path = path
         self.count = 0
 
-    def record(self, unit: str, number: int, column: int | None, reason: str, text: str) -> None:
-        """1 行を記録する（column は分かるときだけ）。"""
+    def record(self, where: Where, problem: Problem, text: str) -> None:
+        """1 行を記録する（列の番号・名前は分かるときだけ）。"""
         self.count += 1
-        entry: dict[str, Any] = {unit: number}
-        if column is not None:
-            entry["column"] = column
-        entry |= {"error": reason, "input": text}
-        self._out.write(orjson.dumps(entry) + b"\n")
+        self._out.write(orjson.dumps(error_entry(where, problem, text)) + b"\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """誤りの場所：入力の名前（ファイル、標準入力は stdin）と行の呼び方（line・row）と行番号。"""
+
+    source: str
+    unit: str
+    number: int
+
+    def text(self, problem: Problem) -> str:
+        """「rows.csv line 3, column 2 'x': 理由」の形の文面。"""
+        return f"{self.source} {self.unit} {self.number}{problem.where()}: {problem.reason}"
+
+
+def error_entry(where: Where, problem: Problem, text: str) -> dict[str, Any]:
+    """エラーファイル（エラーのデータセット）の 1 行。"""
+    entry: dict[str, Any] = {"file": where.source, where.unit: where.number}
+    if problem.column is not None:
+        entry["column"] = problem.column
+    if problem.name is not None:
+        entry["name"] = problem.name
+    return entry | {"error": problem.reason, "input": text}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,81 +118,45 @@ class BatchResult:
 class BatchScorer:
     """チャンクを検証・推論して書き手に渡す（不正な行は止めるか、記録して飛ばす）。"""
 
-    def __init__(self, dataplane: DataPlane, writer: Writer, errors: ErrorLog | None) -> None:
-        self._dataplane = dataplane
+    def __init__(
+        self,
+        outputs: Outputs,
+        fmt: RowFormat,
+        writer: Writer,
+        errors: ErrorSink | None,
+        source: str,
+    ) -> None:
+        self._outputs = outputs
+        self._format = fmt
         self._writer = writer
         self._errors = errors
+        self._source = source
         self.rows = 0
 
-    def score(self, chunk: Chunk, fmt: RowFormat) -> None:
-        """1 チャンクを推論して書く（一括で不正があれば 1 行ずつ調べる）。"""
-        array = fmt.parse_all(chunk.items)
-        features: Feeds | None = None
-        if array is not None:
-            try:
-                # validate_rows は numpy の配列をそのまま受け付ける（型の注釈は行のリスト）
-                features = self._dataplane.validate(cast("Rows", array), loc=())
-            except InvalidInputError:
-                features = None
-        if features is None:
-            features = self._row_by_row(chunk, fmt)
-        self._emit(features)
+    def score(self, chunk: Chunk) -> None:
+        """1 チャンクを推論して書く。
 
-    def _emit(self, features: Feeds) -> None:
-        rows = rows_of(features)
-        if rows == 0:
+        不正な行は --skip-invalid なら記録して飛ばし、でなければ手前の行まで書いて止める。
+        """
+        decoded = self._format.decode(chunk.items)
+        problems = sorted(decoded.problems, key=lambda problem: problem.index)
+        if problems and self._errors is None:
+            first = problems[0]
+            self._emit(decoded.before(first.index))
+            raise BatchError(self._where(chunk, first).text(first))
+        for problem in problems:
+            text = self._format.text(chunk.items, problem.index)
+            self._errors.record(self._where(chunk, problem), problem, text)  # type: ignore[union-attr]
+        self._emit(decoded)
+
+    def _where(self, chunk: Chunk, problem: Problem) -> Where:
+        return Where(self._source, self._format.unit, chunk.numbers[problem.index])
+
+    def _emit(self, decoded: Decoded) -> None:
+        if decoded.feeds is None:
             return
-        probabilities, labels = self._dataplane.predict_labels(features)
-        self._writer.write(labels, probabilities)
-        self.rows += rows
-
-    def _row_by_row(self, chunk: Chunk, fmt: RowFormat) -> Feeds:
-        valid: list[Sequence[float]] = []
-        for number, item in zip(chunk.numbers, chunk.items, strict=True):
-            try:
-                row = fmt.parse_one(item)
-                if isinstance(row, np.ndarray):  # Parquet の行は配列：検証は値のリストで行う
-                    row = row.tolist()
-                self._dataplane.validate([row], loc=())
-            except RowError as exc:
-                self._reject(fmt, number, item, exc.column, exc.reason, valid)
-            except InvalidInputError as exc:
-                self._reject(fmt, number, item, *_validation_reason(exc), valid)
-            else:
-                valid.append(row)
-        if not valid:
-            spec = self._dataplane.model.signature.inputs[0]
-            return {spec.name: np.empty((0, self._dataplane.input_width or 0), spec.dtype)}
-        return self._dataplane.validate(valid, loc=())
-
-    def _reject(
-        self,
-        fmt: RowFormat,
-        number: int,
-        item: Any,
-        column: int | None,
-        reason: str,
-        valid: list[Sequence[float]],
-    ) -> None:
-        """不正な行：--skip-invalid なら記録して続け、そうでなければ手前の行を書いてから止める。"""
-        if self._errors is not None:
-            self._errors.record(fmt.unit, number, column, reason, fmt.text(item))
-            return
-        if valid:
-            self._emit(self._dataplane.validate(valid, loc=()))
-        where = f"{fmt.unit} {number}" + (f", column {column}" if column is not None else "")
-        raise BatchError(f"{where}: {reason}")
-
-
-ROW_INDEX = re.compile(r"^row \d+ ")
-
-
-def _validation_reason(exc: InvalidInputError) -> tuple[int | None, str]:
-    """1 行だけを検証したときのエラーから（列番号 1 始まり, 理由）を取り出す。"""
-    error = exc.errors[0]
-    loc = error["loc"]
-    column = loc[1] + 1 if len(loc) == 2 else None
-    return column, ROW_INDEX.sub("row ", error["msg"])
+        self._writer.write([*decoded.kept, *self._outputs.score(decoded.feeds)])
+        self.rows += len(decoded.valid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,26 +170,69 @@ class BatchOptions:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     skip_invalid: bool = False
     errors: str | None = None
+    header: bool | None = None
+    columns: ColumnMatch = ColumnMatch.NAME
+    keep_columns: tuple[str, ...] = ()
+    ignore_columns: tuple[str, ...] = ()
+    row_groups: tuple[int, ...] | None = None  # Parquet の読む行グループ（Dask のパーティション）
     progress: ProgressMode = ProgressMode.OFF
     progress_interval: float = LINE_INTERVAL_SECONDS
 
 
 def load_batch_dataplane(settings: Settings, chunk_rows: int) -> DataPlane:
-    """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_BATCH_ROWS でなくチャンクの行数）。
+    """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_BATCH_ROWS でなくチャンクの行数）。"""
+    return load_dataplane(settings.model_copy(update={"max_batch_rows": chunk_rows}))
 
-    いまのバッチ推論は、クラスの確率を出し実数 1 入力 [N, 幅] のモデルだけを扱う。
-    """
-    dataplane = load_dataplane(settings.model_copy(update={"max_batch_rows": chunk_rows}))
-    # proba_<名前> の列に書くのは確率だけ（ロジットのネットは MODEL_POSTPROCESS で確率にする）
-    probabilities = dataplane.classes is not None and dataplane.model.gives_probabilities
-    if dataplane.input_width is None or not probabilities:
-        raise BatchError(
-            "batch scoring needs a model with class probabilities and one float input "
-            "[N, width]; "
-            f"this model is a {dataplane.kind.value} ({dataplane.model.describe()}): "
-            "serve it over the REST or gRPC API instead"
+
+def table_format(dataplane: DataPlane, source: Source, options: BatchOptions) -> Table:
+    """入力の形式・見出しと指定から、行の解釈と出力の列（残す列・推論の列）を決める。"""
+    outputs = Outputs(dataplane)
+    predictions = list(zip(outputs.layout.names, outputs.layout.dtypes, strict=True))
+    if source.format in (InputFormat.JSON, InputFormat.JSONL):
+        if options.keep_columns:
+            raise BatchError(
+                "--keep-columns needs CSV or Parquet input (JSON rows have no columns)"
+            )
+        decoder = Decoder(dataplane, None)
+        fmt: RowFormat = (
+            SeedJsonFormat(decoder)
+            if source.format is InputFormat.JSON
+            else JsonLinesFormat(decoder)
         )
-    return dataplane
+        return Table(fmt, outputs, predictions)
+    plan = plan_columns(
+        model_slots(dataplane),
+        source.header,
+        keep=options.keep_columns,
+        ignore=options.ignore_columns,
+        match=options.columns,
+    )
+    decoder = Decoder(dataplane, plan)
+    if source.format is InputFormat.PARQUET:
+        fmt = ArrowFormat(decoder, plan, numeric_columns(source.schema, plan))
+        kept = [(name, source.schema.field(i).type) for name, i in plan.keep]
+    else:
+        fmt = CsvFormat(decoder, plan)
+        kept = [(name, np.dtype(object)) for name, _ in plan.keep]
+    return Table(fmt, outputs, [*kept, *predictions])
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """行の解釈・推論の列・出力の列の名前と型。"""
+
+    format: RowFormat
+    outputs: Outputs
+    columns: list[tuple[str, Any]]
+
+
+def numeric_columns(schema: Any, plan: ColumnPlan) -> bool:
+    """特徴量の列がすべて数値（整数・実数）の型か。"""
+    _, pa = require_pyarrow()
+    return all(
+        pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        for kind in (schema.field(i).type for i in plan.sources)
+    )
 
 
 def run_batch(dataplane: DataPlane, options: BatchOptions) -> BatchResult:
@@ -184,18 +245,27 @@ def run_batch(dataplane: DataPlane, options: BatchOptions) -> BatchResult:
     output = OutputTarget(options.output)
     try:
         with ExitStack() as stack:  # 入力・書き手・エラーファイルを成功でも失敗でも閉じる
-            source = open_source(options.input, options.input_format, options.chunk_rows, stack)
-            writer = output.writer(options.output_format, dataplane)
+            source = open_source(
+                options.input,
+                options.input_format,
+                options.chunk_rows,
+                stack,
+                options.header,
+                options.row_groups,
+            )
+            table = table_format(dataplane, source, options)
+            writer = output.writer(options.output_format, table.columns)
             stack.callback(writer.close)
             errors = _error_log(options, stack) if options.skip_invalid else None
-            scorer = BatchScorer(dataplane, writer, errors)
+            name = "stdin" if options.input == STDIO else options.input
+            scorer = BatchScorer(table.outputs, table.format, writer, errors, name)
             read = 0
             progress = open_progress(
                 options.progress, source.total, source.unit, options.progress_interval
             )
             with progress:
                 for chunk in source.chunks:
-                    scorer.score(chunk, source.format)
+                    scorer.score(chunk)
                     read += len(chunk.numbers)
                     progress.advance(source.position(), scorer.rows)
             if read == 0:
