@@ -4,14 +4,13 @@
 はテストが 127.0.0.1 に起動したサーバーに、`uv run` はこのリポジトリの .venv に置き換える。
 行末の `# error` は「失敗するはずの例」（終了コード 0 なら失敗）。Docker・クラスター・PyPI・
 長い処理（テスト一式・ベンチマーク・前面のサーバー）のブロックは理由を示してスキップする。
+docs/byom.md の「モデルの種類ごとの例」（`<!-- byom-example: 名前 -->` から次の例か `## ` の
+見出しまで）は、例ごとに自分のモデルのサーバーを要るので tests/test_docs_byom.py が実行する。
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from support.servers import LiveServer, running_server
+from support.shell import UV_SHIM, run_bash
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```(?:bash|sh|shell)\n(.*?)^```", re.M | re.S)
+EXAMPLE = re.compile(r"^<!-- byom-example: [\w-]+ -->$|^## ", re.M)
 BLOCK_TIMEOUT = 120
 # (理由, ブロックに含まれれば実行しない語)
 SKIPS: list[tuple[str, tuple[str, ...]]] = [
@@ -36,15 +37,15 @@ SKIPS: list[tuple[str, tuple[str, ...]]] = [
     ("rewrites the repository's model", ("make train",)),
 ]
 # `uv run [--frozen] コマンド` は .venv のコマンドに。curl は 4xx・5xx で失敗させる
-PRELUDE = """
+PRELUDE = f"""
 set -euo pipefail
-uv() { [ "$1" = run ] || return 99; shift; [ "${1:-}" = --frozen ] && shift; "$@"; }
-curl() {
+{UV_SHIM}
+curl() {{
   case " $* " in
     *" -f"* | *" -sf"* | *" --fail"*) command curl --max-time 30 "$@" ;;
     *) command curl --fail-with-body --max-time 30 "$@" ;;
   esac
-}
+}}
 """
 
 
@@ -55,12 +56,15 @@ class Block:
     page: Path
     number: int
     text: str
+    in_example: bool = False
 
     @property
     def id(self) -> str:
         return f"{self.page.relative_to(ROOT)}#{self.number}"
 
     def skip_reason(self) -> str | None:
+        if self.in_example:
+            return "a worked model example: tests/test_docs_byom.py runs it with its own server"
         for reason, words in SKIPS:
             if any(word in self.text for word in words):
                 return reason
@@ -69,8 +73,11 @@ class Block:
 
 def blocks() -> Iterator[Block]:
     for page in PAGES:
-        for number, match in enumerate(BLOCK.finditer(page.read_text(encoding="utf-8")), 1):
-            yield Block(page, number, match.group(1))
+        text = page.read_text(encoding="utf-8")
+        for number, match in enumerate(BLOCK.finditer(text), 1):
+            starts = [m.group(0) for m in EXAMPLE.finditer(text, 0, match.start())]
+            in_example = bool(starts) and starts[-1].startswith("<!--")
+            yield Block(page, number, match.group(1), in_example)
 
 
 def script(text: str, tmp: Path, server: LiveServer) -> str:
@@ -111,21 +118,4 @@ def test_doc_block_runs_as_written(block: Block, server: LiveServer, workdir: Pa
     reason = block.skip_reason()
     if reason is not None:
         pytest.skip(f"{block.id}: {reason}")
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "API_URL": server.base_url,
-    }
-    result = subprocess.run(
-        ["bash", "-c", script(block.text, workdir, server)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BLOCK_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{block.id} exited {result.returncode}\n--- block\n{block.text}\n"
-        f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
-    )
+    run_bash(script(block.text, workdir, server), BLOCK_TIMEOUT, {"API_URL": server.base_url})
