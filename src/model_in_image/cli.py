@@ -39,6 +39,7 @@ from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError
 from model_in_image.loading import load_dataplane
 from model_in_image.logconfig import logging_config
+from model_in_image.model.kinds import Postprocess
 from model_in_image.sbom import sbom_summary
 from model_in_image.settings import LogLevel, Settings
 
@@ -51,6 +52,7 @@ MODEL_OPTIONS = {
     "model": "model_filepath",
     "labels": "label_filepath",
     "card": "model_card_filepath",
+    "postprocess": "model_postprocess",
 }
 SERVER_OPTIONS = {"host": "host", "port": "port", "workers": "workers"}
 
@@ -71,6 +73,11 @@ def _model_options() -> argparse.ArgumentParser:
         metavar="C.json",
         help="モデルカード（MODEL_CARD_FILEPATH と同じ。既定はモデルと同じフォルダーの "
         "model_card.json があればそれ）",
+    )
+    group.add_argument(
+        "--postprocess",
+        choices=[item.value for item in Postprocess],
+        help="ロジットを確率にする後処理（MODEL_POSTPROCESS と同じ、既定 none）",
     )
     return parent
 

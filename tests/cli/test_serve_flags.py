@@ -67,3 +67,28 @@ def test_environment_still_chooses_the_model(tmp_path: Path, fruit_model: CardMo
     }
     with running_server(tmp_path, env) as server:
         _assert_serves_fruit(server)
+
+
+ZOO_LOGITS = Path(__file__).resolve().parents[1] / "zoo" / "models" / "torch_mlp_logits.onnx"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_postprocess_flag_turns_logits_into_probabilities(tmp_path: Path, workers: str) -> None:
+    """serve --postprocess softmax：MODEL_POSTPROCESS と同じ意味で、ワーカーにも届く。"""
+    args = ("--workers", workers, "--model", str(ZOO_LOGITS), "--postprocess", "softmax")
+    with running_server(tmp_path, args=args) as server:
+        assert _get(server, "/metadata")["postprocess"] == "softmax"
+        rows = _post(server, "/predict", {"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+        for row in rows["prediction"]:
+            assert all(0.0 <= value <= 1.0 for value in row)
+            assert sum(row) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_postprocess_flag_rejects_an_unknown_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """--postprocess の値は softmax・sigmoid・none だけ（使い方の誤り：終了コード 2）。"""
+    from model_in_image.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "--postprocess", "argmax"])
+    assert raised.value.code == 2
+    assert "argmax" in capsys.readouterr().err
