@@ -22,6 +22,8 @@ EXPECTED_KINDS = {
     "minikube": CORE,
     "minikube-hpa": [*CORE, "HorizontalPodAutoscaler"],
     "production": [*CORE, "HorizontalPodAutoscaler"],
+    # サーバーの隣のバッチ推論（components/batch-job）
+    "batch-job": [*CORE, "PersistentVolumeClaim", "Job", "NetworkPolicy"],
 }
 CLUSTER_SCOPED = {"Namespace"}
 
