@@ -9,7 +9,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ WAIT = 10.0  # これより長く待つことは無い（壊れたときに止�
 
 
 class FakeModel:
-    """行ごとの出力 2 つ（x * 2 と ZipMap 風の辞書の列）を返す。gate が閉じていれば実行中で止まる。"""
+    """行ごとの出力 2 つ（x * 2 と ZipMap 風の辞書）を返す。gate が閉じていれば実行中で止まる。"""
 
     def __init__(self) -> None:
         self.calls: list[int] = []
@@ -258,15 +258,15 @@ def test_close_finishes_the_batch_in_flight_and_the_queue() -> None:
     async def scenario() -> None:
         model = FakeModel()
         batcher = make(model, delay=60.0)
-        first = await busy(model, batcher)
+        model.gate.clear()
         tasks = await queued(batcher, feeds(1.0), feeds(2.0))
-        closing = asyncio.create_task(batcher.close())
-        await asyncio.sleep(0.01)
-        assert not closing.done()
+        closing = asyncio.create_task(batcher.close())  # 遅延を待たずに実行を始める
+        await asyncio.to_thread(model.started.wait, WAIT)
+        assert not closing.done()  # 実行中のバッチを待つ
         model.gate.set()
         await closing
-        assert all(task.done() and not task.cancelled() for task in [first, *tasks])
-        assert model.calls == [1, 2]
+        assert all(task.done() and not task.cancelled() for task in tasks)
+        assert model.calls == [2]
         with pytest.raises(NotReadyError):
             await batcher.run(feeds(1.0), None)
 
@@ -302,6 +302,3 @@ def test_key_ignores_the_batch_dimension_only() -> None:
     assert key_of(feeds(1.0), None) == key_of(feeds(1.0, 2.0), None)
     assert key_of(feeds(1.0), None) != key_of(feeds(1.0, width=2), None)
     assert key_of(feeds(1.0), None) != key_of(feeds(1.0), ["a"])
-
-
-Waiter = Callable[[], Awaitable[None]]
