@@ -18,6 +18,7 @@ RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("ours", "ours-bare"),
     ("ours", "ours-nometrics"),
     ("ours-tracing", "ours"),
+    ("ours-batch64", "ours"),
     ("ours-mlp-batch64", "ours-mlp"),
 )
 

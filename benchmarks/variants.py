@@ -212,6 +212,15 @@ VARIANTS: tuple[Variant, ...] = (
         requires_setting="metrics_enabled",
     ),
     Variant(
+        name="ours-batch64",
+        description="ours (Iris) with adaptive batching MAX_BATCH_SIZE=64, delay 0",
+        argv=_OURS,
+        env={**_OURS_ENV, "MAX_BATCH_SIZE": "64"},
+        quick_loads=("c64",),
+        quick_workers=(1,),
+        requires_setting="max_batch_size",
+    ),
+    Variant(
         name="ours-mlp",
         description="ours serving the heavy MLP (64-1024-1024-4), batching off (the default)",
         argv=_OURS,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from time import perf_counter
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from model_in_image.api.app import create_app
 from support.apps import SettingsFactory
 from support.batching import MERGE_DELAY_MS, batch_stats, concurrently, iris_requests, v2_body
-from support.prometheus import samples
+from support.prometheus import samples, value
 from support.samples import MODEL, V2_INFER
 
 BATCHING = {"max_batch_size": 16, "max_batch_delay_ms": MERGE_DELAY_MS}
@@ -113,3 +114,19 @@ def test_batching_off_creates_no_queue(serve: Callable[..., TestClient]) -> None
     client = serve()
     assert client.app.state.dataplane.batcher is None  # type: ignore[attr-defined]
     assert batch_stats(client.get("/metrics").text)["batches"] == 0
+
+
+def test_a_lone_request_waits_at_most_the_delay(serve: Callable[..., TestClient]) -> None:
+    """遅延 > 0：仲間が来なければタイマーで走る（待ちは遅延ほど、上限は余裕を持って確かめる）。"""
+    delay_s = 0.2
+    client = serve(max_batch_size=8, max_batch_delay_ms=delay_s * 1000)
+    start = perf_counter()
+    response = client.post("/predict", json={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    elapsed = perf_counter() - start
+    assert response.status_code == 200
+    assert elapsed < delay_s + 5.0  # 遅延の後には必ず走る（遅いマシンでも落ちない余裕）
+    metrics = client.get("/metrics").text
+    waited = value(metrics, "model_in_image_batch_queue_wait_seconds_sum") or 0.0
+    assert delay_s / 2 <= waited < delay_s + 5.0  # タイマーまで待った（すぐ走ってはいない）
+    assert "# TYPE model_in_image_batch_requests histogram" in metrics
+    assert "# TYPE model_in_image_batch_queue_wait_seconds histogram" in metrics
