@@ -216,8 +216,8 @@ VARIANTS: tuple[Variant, ...] = (
         description="ours (Iris) with adaptive batching MAX_BATCH_SIZE=64, delay 0",
         argv=_OURS,
         env={**_OURS_ENV, "MAX_BATCH_SIZE": "64"},
-        quick_loads=("c64",),
-        quick_workers=(1,),
+        # quick では測らない（バッチの比較は --variants で明示して測る）
+        quick_loads=(),
         requires_setting="max_batch_size",
     ),
     Variant(
