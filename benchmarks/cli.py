@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks import report, wrk
 from benchmarks.environment import find_uv, gunicorn_worker_class, metadata
+from benchmarks.heavy_model import write_mlp
 from benchmarks.measure import FULL, QUICK, Plan, Runner
 from benchmarks.sink import LocalSink
 from benchmarks.variants import (
@@ -138,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any("{otlp_endpoint}" in value for v in variants for value in v.env.values()):
             # トレースありの variant の送り先：受けて捨てる OTLP/HTTP の受け口（ハーネスのスレッド）
             values["otlp_endpoint"] = stack.enter_context(LocalSink()).url
+        if any("{mlp_model}" in value for v in variants for value in v.env.values()):
+            values["mlp_model"] = str(write_mlp(Path(tmp) / "mlp.onnx"))
         if args.baseline:
             values["baseline_src"] = str(extract_src(args.baseline, Path(tmp) / "baseline"))
             variants.insert(0, baseline_variant(args.baseline))

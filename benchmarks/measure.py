@@ -18,11 +18,13 @@ from benchmarks.processes import (
     ServerStartError,
     check_response,
     free_port,
+    request,
     server_env,
 )
-from benchmarks.variants import GRPC, LOADS, Load, Variant, expand, loads_for
+from benchmarks.variants import GRPC, IRIS, LOADS, Load, Variant, expand, loads_for
 
 MB = 1024 * 1024
+BATCH_ROWS = "model_in_image_inference_batch_rows"
 WARMUP = next(ld for ld in LOADS if ld.key == "c64")
 
 
@@ -73,6 +75,7 @@ class Measured:
     machine_capacity_s: float
     busy: list[procstat.ProcSample]
     tree: dict[int, procstat.ProcSample]
+    batch_rows: float = float("nan")
 
     @property
     def foreign_pct(self) -> float:
@@ -102,15 +105,34 @@ def generate(
     )
 
 
+def batch_totals(server: Server) -> tuple[float, float]:
+    """/metrics の推論の行数の (合計, 回数)。/metrics の無いサーバーは (nan, nan)。"""
+    try:
+        status, body = request(server.port, "GET", "/metrics")
+    except OSError:
+        return float("nan"), float("nan")
+    totals = {"sum": float("nan"), "count": float("nan")}
+    if status == 200:
+        for line in body.decode().splitlines():
+            name, _, number = line.partition(" ")
+            for suffix in totals:
+                if name == f"{BATCH_ROWS}_{suffix}":
+                    totals[suffix] = float(number)
+    return totals["sum"], totals["count"]
+
+
 def measure(server: Server, load: Load, script: Path | None, plan: Plan, wrk_path: str) -> Measured:
     """1 点を計測する：負荷の前後でプロセスツリーとマシン全体の CPU 時間を読む。"""
     if plan.warmup_point:
         generate(server, load, script, plan, wrk_path, plan.warmup_point)
+    rows_before, runs_before = batch_totals(server)
     before = procstat.snapshot(server.pid)
     machine_before, children_before = procstat.system_ticks(), _children_cpu_s()
     result = generate(server, load, script, plan, wrk_path, plan.seconds)
     machine_after, children_after = procstat.system_ticks(), _children_cpu_s()
     after = procstat.snapshot(server.pid)
+    rows_after, runs_after = batch_totals(server)
+    runs = runs_after - runs_before
     server_ticks = procstat.total_ticks(after) - procstat.total_ticks(before)
     return Measured(
         result=result,
@@ -120,6 +142,7 @@ def measure(server: Server, load: Load, script: Path | None, plan: Plan, wrk_pat
         machine_capacity_s=procstat.ticks_to_seconds(machine_after[1] - machine_before[1]),
         busy=procstat.busy_processes(before, after),
         tree=after,
+        batch_rows=(rows_after - rows_before) / runs if runs > 0 else float("nan"),
     )
 
 
@@ -144,6 +167,7 @@ def to_sample(variant: str, workers: int, load: Load, repeat: int, m: Measured) 
         busy_processes=len(m.busy),
         wrk_cpu_us_per_req=m.wrk_cpu_s * per_request,
         foreign_cpu_pct=m.foreign_pct,
+        batch_rows=m.batch_rows,
     )
 
 
@@ -185,8 +209,9 @@ class Runner:
             for load in loads:
                 check_response(server, load)
             # 全ワーカーが起動して温まるまで、1 行・64 接続で負荷をかけて捨てる
-            url = f"http://{HOST}:{port}{WARMUP.path}"
-            script = self.scripts[WARMUP.key]
+            warmup = WARMUP if variant.model == IRIS else next(ld for ld in loads if ld.api != GRPC)
+            url = f"http://{HOST}:{port}{warmup.path}"
+            script = self.scripts[warmup.key]
             wrk.run(self.wrk_path, url, script, connections=64, seconds=self.plan.warmup_session)
             for load in loads:
                 script = self.scripts.get(load.key)
@@ -219,4 +244,5 @@ def _progress(s: report.Sample, load: Load) -> str:
         f"  r{s.repeat} w{s.workers} {s.variant:<15} {load.label:<14} {s.rps:>9,.0f} req/s"
         f"  p50 {s.p50_ms:6.2f} ms  p99 {s.p99_ms:6.2f} ms  {s.cpu_us_per_req:6.1f} µs/req"
         f"  rss {s.rss_worker_mb:4.0f} MB x{s.busy_processes}  other {s.foreign_cpu_pct:3.0f} %"
+        f"  rows/run {s.batch_rows:5.1f}"
     )

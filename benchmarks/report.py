@@ -18,6 +18,8 @@ RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("ours", "ours-bare"),
     ("ours", "ours-nometrics"),
     ("ours-tracing", "ours"),
+    ("ours-batch64", "ours"),
+    ("ours-mlp-batch64", "ours-mlp"),
 )
 
 
@@ -41,6 +43,8 @@ class Sample:
     # wrk 自身の CPU と、サーバー・wrk 以外の CPU 使用率（雑音の目安）
     wrk_cpu_us_per_req: float = float("nan")
     foreign_cpu_pct: float = 0.0
+    # 推論 1 回あたりの行数の平均（/metrics から。適応バッチがまとめた大きさ、測れなければ nan）
+    batch_rows: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """比較するサーバー（名前 + コマンド + 環境変数）と負荷の定義。データだけで増やせる。
 
 コマンドと環境変数の値は {port} {grpc_port} {workers} {python} {uv} {root} {bindir}
-{gunicorn_worker} {textbook_model} {textbook_labels} を起動時に置き換える。{otlp_endpoint} を
-使う variant があれば、ハーネスが 127.0.0.1 に OTLP/HTTP の受け口（benchmarks/sink.py）を立てる。
+{gunicorn_worker} {textbook_model} {textbook_labels} {mlp_model} を起動時に置き換える。
+{mlp_model} を使う variant があれば、ハーネスが重いモデル（benchmarks/heavy_model.py）を
+一時ディレクトリに作る。{otlp_endpoint} を使う variant があれば、ハーネスが 127.0.0.1 に
+OTLP/HTTP の受け口（benchmarks/sink.py）を立てる。
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.heavy_model import sample_row
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXTBOOK_DIR = ROOT / "benchmarks" / "textbook"
 REFERENCE_DIR = ROOT / "models" / "reference"
@@ -20,6 +24,8 @@ V2_INFER = "/v2/models/iris_svc/infer"
 GRPC_MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # 負荷の API：seed（POST /predict）・v2（V2 REST の JSON）・grpc（V2 gRPC、raw_input_contents）
 SEED, V2, GRPC = "seed", "v2", "grpc"
+# 負荷のモデル：Iris（同梱・教科書と同じ）か重い MLP（64 → 1024 → 1024 → 4）
+IRIS, MLP = "iris", "mlp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,8 @@ class Variant:
     baseline: bool = False
     # 答えられる負荷の API（floor と教科書はシード API だけ）
     apis: tuple[str, ...] = (SEED,)
+    # 提供するモデル（負荷はこのモデルのものだけを測る）
+    model: str = IRIS
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +60,13 @@ class Load:
     rows: int
     connections: int
     api: str = SEED
+    model: str = IRIS
 
     def body(self) -> str:
-        """3 品種を巡回して rows 行の HTTP ボディを作る（シード API か V2 の JSON）。"""
+        """rows 行の HTTP ボディ（シード API か V2 の JSON）。Iris は 3 品種を巡回する。"""
         data = [SPECIES_ROWS[i % len(SPECIES_ROWS)] for i in range(self.rows)]
+        if self.model == MLP:
+            data = [sample_row() for _ in range(self.rows)]
         if self.api == V2:
             flat = [value for row in data for value in row]
             tensor = {"name": "input", "shape": [self.rows, 4], "datatype": "FP32", "data": flat}
@@ -76,12 +87,16 @@ LOADS: tuple[Load, ...] = (
         for api, name, path in ((V2, "V2 REST", V2_INFER), (GRPC, "gRPC", GRPC_MODEL_INFER))
         for rows, conns in PROTOCOL_POINTS
     ),
+    Load("mlp-c1", "MLP 1 row, c=1", "/predict", 1, 1, model=MLP),
+    Load("mlp-c64", "MLP 1 row, c=64", "/predict", 1, 64, model=MLP),
 )
 
 # --loads で使える負荷の組（既定は seed：floor・教科書と比べるシード API の負荷）
 LOAD_GROUPS: dict[str, tuple[str, ...]] = {
-    "seed": tuple(ld.key for ld in LOADS if ld.api == SEED),
+    "seed": tuple(ld.key for ld in LOADS if ld.api == SEED and ld.model == IRIS),
     "protocols": tuple(ld.key for ld in LOADS if ld.api in (V2, GRPC)),
+    # 適応バッチ：重い MLP でバッチなしと MAX_BATCH_SIZE=64 を比べる
+    "heavy": tuple(ld.key for ld in LOADS if ld.model == MLP),
     "all": tuple(ld.key for ld in LOADS),
 }
 
@@ -116,6 +131,7 @@ _OURS_ENV = {
     "WORKERS": "{workers}",
 }
 _OURS_APIS = (SEED, V2, GRPC)
+_MLP_ENV = {**_OURS_ENV, "MODEL_FILEPATH": "{mlp_model}", "LABEL_FILEPATH": ""}
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(
@@ -195,6 +211,30 @@ VARIANTS: tuple[Variant, ...] = (
         quick_workers=(1,),
         requires_setting="metrics_enabled",
     ),
+    Variant(
+        name="ours-batch64",
+        description="ours (Iris) with adaptive batching MAX_BATCH_SIZE=64, delay 0",
+        argv=_OURS,
+        env={**_OURS_ENV, "MAX_BATCH_SIZE": "64"},
+        # quick では測らない（バッチの比較は --variants で明示して測る）
+        quick_loads=(),
+        requires_setting="max_batch_size",
+    ),
+    Variant(
+        name="ours-mlp",
+        description="ours serving the heavy MLP (64-1024-1024-4), batching off (the default)",
+        argv=_OURS,
+        env=_MLP_ENV,
+        model=MLP,
+    ),
+    Variant(
+        name="ours-mlp-batch64",
+        description="ours serving the heavy MLP with adaptive batching MAX_BATCH_SIZE=64, delay 0",
+        argv=_OURS,
+        env={**_MLP_ENV, "MAX_BATCH_SIZE": "64"},
+        model=MLP,
+        requires_setting="max_batch_size",
+    ),
 )
 
 
@@ -225,7 +265,10 @@ def loads_for(
     return tuple(
         load
         for load in LOADS
-        if load.key in keys and load.key in wanted and load.api in variant.apis
+        if load.key in keys
+        and load.key in wanted
+        and load.api in variant.apis
+        and load.model == variant.model
     )
 
 

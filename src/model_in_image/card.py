@@ -28,8 +28,8 @@ from model_in_image.model.kinds import Postprocess
 from model_in_image.modelcard import ModelCard, reference_statistics
 from model_in_image.settings import Settings
 
-# サンプルの行数の上限はサーバーの既定（MAX_BATCH_ROWS）と同じ
-MAX_SAMPLE_ROWS: int = Settings.model_fields["max_batch_rows"].default
+# サンプルの行数の上限はサーバーの既定（MAX_REQUEST_ROWS）と同じ
+MAX_SAMPLE_ROWS: int = Settings.model_fields["max_request_rows"].default
 REFUSED = "model refused: "
 
 

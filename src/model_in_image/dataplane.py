@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from model_in_image.model.onnx_model import (
     OnnxModel,
 )
 from model_in_image.modelcard import ModelCard
+
+if TYPE_CHECKING:
+    from model_in_image.batching.adaptive import AdaptiveBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ class DataPlane:
     observer: Callable[[int, float], None] | None = None
     # 推論 1 回ごとに (入力, 値) を受け取る（予測の監視・予測ログ・トレース。例外は握りつぶす）
     listeners: tuple[Listener, ...] = ()
+    # 適応バッチ（MAX_BATCH_SIZE > 1 のときだけ。None なら *_async はその場で推論する）
+    batcher: AdaptiveBatcher | None = None
     sample_values: Array = field(init=False)
     # サンプルのクラス名（/predict/test/label。クラスの無いモデルは空）
     sample_labels: list[str] = field(init=False)
@@ -144,9 +149,42 @@ class DataPlane:
             self._observe(feeds, values, start)
         return values, outputs
 
+    async def predict_async(self, feeds: Feeds) -> Array:
+        """predict と同じ値（適応バッチが有効なら、ほかのリクエストとまとめて別スレッドで推論）。"""
+        batcher = self.batcher
+        if batcher is None:
+            return self.predict(feeds)
+        (raw,) = await batcher.run(feeds, self.model.primary_names)
+        values = self.model.finish(raw)  # 後処理と有限の確認はリクエストごと
+        self._notify(feeds, values)
+        return values
+
+    async def infer_async(self, feeds: Feeds) -> tuple[Array, dict[str, Array]]:
+        """infer と同じ値（適応バッチが有効ならまとめて推論する）。"""
+        batcher = self.batcher
+        if batcher is None:
+            return self.infer(feeds)
+        values, outputs = self.model.collect(await batcher.run(feeds, None))
+        self._notify(feeds, values)
+        return values, outputs
+
+    async def predict_labels_async(self, feeds: Feeds) -> tuple[Array, list[str]]:
+        """predict_labels と同じ値（適応バッチが有効ならまとめて推論する）。"""
+        if self.batcher is None:
+            return self.predict_labels(feeds)
+        if self.model.heads.label_output is None or self._names_by_code is None:
+            values = await self.predict_async(feeds)
+            return values, self.labels_of(values)
+        values, outputs = await self.infer_async(feeds)
+        return values, self.labels_from(values, outputs)
+
     def _observe(self, feeds: Feeds, values: Array, start: float) -> None:
         if self.observer is not None:
             self.observer(rows_of(feeds), perf_counter() - start)
+        self._notify(feeds, values)
+
+    def _notify(self, feeds: Feeds, values: Array) -> None:
+        """リスナーに入力と値を渡す（まとめた推論でもリクエストごと）。"""
         if not self.listeners:
             return
         features = features_of(feeds)

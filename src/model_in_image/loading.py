@@ -47,7 +47,7 @@ def load_dataplane(settings: Settings, *, card: bool = True) -> DataPlane:
         model=model,
         model_name=settings.resolved_model_name,
         sample=sample,
-        limits=Limits(max_rows=settings.max_batch_rows),
+        limits=Limits(max_rows=settings.max_request_rows),
         classes=classes,
         card=model_card,
     )
@@ -78,7 +78,7 @@ def open_dataplane(
         model_card_filepath=None,
         model_name=name,
         sample_data=sample,
-        max_batch_rows=max_rows,
+        max_request_rows=max_rows,
         model_postprocess=postprocess,
     )
     return load_dataplane(settings, card=False)

@@ -29,6 +29,7 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 INFERENCE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.005, 0.01, 0.05)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+QUEUE_WAIT_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 FLUSH_EVERY = 4096
 
@@ -117,8 +118,21 @@ class Metrics:
         )
         self.batch = Histogram(
             "model_in_image_inference_batch_rows",
-            "推論 1 回の行数",
+            "推論 1 回の行数（適応バッチではまとめた行数）",
             buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
+        # 適応バッチ（MAX_BATCH_SIZE > 1）のときだけ観測値が入る
+        self.batch_requests = Histogram(
+            "model_in_image_batch_requests",
+            "適応バッチで推論 1 回にまとめたリクエストの数",
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.queue_wait = Histogram(
+            "model_in_image_batch_queue_wait_seconds",
+            "適応バッチでリクエストがモデルを待った時間（着いてから推論が始まるまで）",
+            buckets=QUEUE_WAIT_BUCKETS,
             registry=reg,
         )
         rejections = Counter(
@@ -149,6 +163,8 @@ class Metrics:
         self._durations: dict[tuple[str, str], array[float]] = {}
         self._inference_seconds: array[float] = array("d")
         self._inference_rows: array[float] = array("d")
+        self._batch_requests: array[float] = array("d")
+        self._queue_waits: array[float] = array("d")
         self._pending = 0
         self.extensions: list[MetricsExtension] = []
 
@@ -169,12 +185,19 @@ class Metrics:
         self._inference_rows.append(rows)
         self._inference_seconds.append(seconds)
 
+    def observe_batch(self, requests: int, waits: Sequence[float]) -> None:
+        """適応バッチの推論 1 回：まとめたリクエストの数と、それぞれの待ち時間を積む。"""
+        self._batch_requests.append(requests)
+        self._queue_waits.extend(waits)
+
     def flush(self) -> None:
         """積んだ観測値を prometheus-client のメトリクスへまとめて反映する。"""
         counts, self._counts = self._counts, {}
         durations, self._durations = self._durations, {}
         seconds, self._inference_seconds = self._inference_seconds, array("d")
         rows, self._inference_rows = self._inference_rows, array("d")
+        requests, self._batch_requests = self._batch_requests, array("d")
+        waits, self._queue_waits = self._queue_waits, array("d")
         self._pending = 0
         self.in_flight.set(self.active)
         rejected, self.rejected = self.rejected, 0
@@ -190,6 +213,10 @@ class Metrics:
         if seconds:
             observe_many(self.inference, seconds)
             observe_many(self.batch, rows)
+        if requests:
+            observe_many(self.batch_requests, requests)
+        if waits:
+            observe_many(self.queue_wait, waits)
         for extension in self.extensions:
             extension.flush()
 

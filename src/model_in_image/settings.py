@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +18,8 @@ from model_in_image.model.kinds import ModelKind, Postprocess
 # 既定のモデル：パッケージに同梱した Iris（どのフォルダーからでも、wheel からでも使える）。
 # 元はリポジトリの models/（make train が両方を書き、テストが同一であることを確かめる）
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+# 廃止した設定の名前 → 今の名前（旧名もしばらく効く。使うと FutureWarning）
+DEPRECATED_NAMES = {"max_batch_rows": "max_request_rows"}
 
 
 class LogFormat(StrEnum):
@@ -75,13 +79,22 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     graceful_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
 
-    # 入力の上限
-    max_batch_rows: int = Field(default=1000, ge=1, le=1_000_000)
+    # 入力の上限（1 リクエストの行数）
+    max_request_rows: int = Field(default=1000, ge=1, le=1_000_000)
+    # 旧名（MAX_BATCH_ROWS）：あれば max_request_rows に読み替えて警告する。読むのは検証だけ
+    max_batch_rows: int | None = Field(default=None, ge=1, le=1_000_000, exclude=True)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
     max_header_bytes: int = Field(default=65_536, ge=1024, le=16_777_216)
     max_url_bytes: int = Field(default=16_384, ge=256, le=16_777_216)
     # 受け入れ制御：ワーカーごとの処理待ちのリクエストがこれ以上なら 503（プローブは除く）
     max_in_flight_requests: int = Field(default=256, ge=1, le=1_000_000)
+
+    # 適応バッチ（docs/batching.md）：モデルが動いている間に来たリクエストを 1 回の推論にまとめる。
+    # 上限は行数。1 なら無効（キューもスレッドも使わない）。遅延 0 ならタイマーで待たない
+    max_batch_size: int = Field(default=1, ge=1, le=65_536)
+    max_batch_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
+    # モデルを待つリクエストの数の上限（超えれば 503 / RESOURCE_EXHAUSTED）
+    max_batch_queue: int = Field(default=256, ge=1, le=1_000_000)
 
     # ONNX Runtime
     ort_intra_op_threads: int = Field(default=1, ge=1, le=256)
@@ -97,6 +110,27 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_traces_endpoint: str | None = None
     otel_sdk_disabled: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_names(cls, data: Any) -> Any:
+        """旧名（MAX_BATCH_ROWS）を新名に読み替えて警告する（両方あれば新名が勝つ）。"""
+        if isinstance(data, dict):
+            for old, new in DEPRECATED_NAMES.items():
+                if data.get(old) not in (None, ""):
+                    data = {new: data[old], **data}
+                    warnings.warn(
+                        f"{old.upper()} is deprecated; use {new.upper()}",
+                        FutureWarning,
+                        stacklevel=2,
+                    )
+        return data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """旧名の上書き（{"max_batch_rows": n}）も新名に読み替える（バッチ推論の CLI が使う）。"""
+        if update:
+            update = {DEPRECATED_NAMES.get(key, key): value for key, value in update.items()}
+        return super().model_copy(update=update, deep=deep)
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -138,7 +138,7 @@ def test_form_body_that_is_broken_json_is_400(spy_app: AppFactory, path: str) ->
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_more_rows_than_the_limit_is_422(spy_app: AppFactory, path: str) -> None:
-    client, spy = spy_app(max_batch_rows=5)
+    client, spy = spy_app(max_request_rows=5)
     assert client.post(
         path, content=f'{{"data": [{",".join([ROW] * 5)}]}}', headers=JSON
     ).is_success

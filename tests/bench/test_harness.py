@@ -14,6 +14,7 @@ import pytest
 from benchmarks import grpc_load, procstat, report, wrk
 from benchmarks.cli import extract_src, make_plan, parse_args, select_variants
 from benchmarks.environment import gunicorn_worker_class
+from benchmarks.heavy_model import write_mlp
 from benchmarks.measure import QUICK
 from benchmarks.processes import server_env
 from benchmarks.variants import (
@@ -194,6 +195,7 @@ def test_variants_expand_and_select() -> None:
         "textbook_model": "/m.onnx",
         "textbook_labels": "/l.json",
         "otlp_endpoint": "http://127.0.0.1:4318",
+        "mlp_model": "/mlp.onnx",
         "port": "8123",
         "grpc_port": "8124",
         "workers": "2",
@@ -211,6 +213,31 @@ def test_variants_expand_and_select() -> None:
     env = server_env(tracing, values, ())
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
     assert {"floor", "textbook", "ours"} <= {v.name for v in chosen}
+
+
+def test_heavy_loads_go_only_to_the_mlp_variants() -> None:
+    """重い MLP の負荷は MLP の variant だけが測り、MLP の variant は Iris の負荷を測らない。"""
+    keys = LOAD_GROUPS["all"]
+    by_name = {v.name: {ld.key for ld in loads_for(v, keys, quick=False)} for v in VARIANTS}
+    assert by_name["ours-mlp"] == by_name["ours-mlp-batch64"] == set(LOAD_GROUPS["heavy"])
+    assert not by_name["ours"] & set(LOAD_GROUPS["heavy"])
+    assert not set(LOAD_GROUPS["seed"]) & set(LOAD_GROUPS["heavy"])
+    body = json.loads(next(ld for ld in LOADS if ld.key == "mlp-c64").body())
+    assert [len(row) for row in body["data"]] == [64]
+
+
+def test_heavy_model_batches_rows(tmp_path: Path) -> None:
+    """ハーネスが作る MLP は [N, 64] → [N, 4]（行ごとの出力：まとめても答えは同じ）。"""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(write_mlp(tmp_path / "mlp.onnx")), providers=["CPUExecutionProvider"]
+    )
+    rows = np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32)
+    (together,) = session.run(None, {"input": rows})
+    alone = np.concatenate([session.run(None, {"input": rows[i : i + 1]})[0] for i in range(5)])
+    assert together.shape == (5, 4)
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
 
 
 def test_quick_plan_limits_extra_variants() -> None:

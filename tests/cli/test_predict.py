@@ -166,8 +166,8 @@ def test_forced_formats(tmp_path: Path, capsys: Capture, dataplane: DataPlane) -
 def test_more_rows_than_the_http_limit_in_order(
     cli_env: pytest.MonkeyPatch, tmp_path: Path, capsys: Capture, dataplane: DataPlane
 ) -> None:
-    """HTTP の上限（MAX_BATCH_ROWS）はオフラインの推論には効かない：25,000 行をすべて順に。"""
-    cli_env.setenv("MAX_BATCH_ROWS", str(HTTP_LIMIT))
+    """HTTP の上限（MAX_REQUEST_ROWS）はオフラインの推論には効かない：25,000 行をすべて順に。"""
+    cli_env.setenv("MAX_REQUEST_ROWS", str(HTTP_LIMIT))
     rows = iris_rows(25_000)
     source = write(tmp_path, "big.csv", CSV_HEADER + csv_text(rows))
     target = tmp_path / "big.out.csv"

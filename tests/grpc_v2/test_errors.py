@@ -163,7 +163,7 @@ def test_raw_contents_count_must_match_inputs(stub: Stub) -> None:
 
 
 def test_too_many_rows_is_invalid_argument(stub: Stub) -> None:
-    rows = np.tile(ONE_ROW, (1001, 1))  # 既定の MAX_BATCH_ROWS は 1000
+    rows = np.tile(ONE_ROW, (1001, 1))  # 既定の MAX_REQUEST_ROWS は 1000
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(typed_request(INPUT, rows), timeout=CALL_TIMEOUT)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2_grpc
 
+from model_in_image.dataplane import DataPlane
+from support.batching import iris_requests
+from support.grpc_v2 import typed_request
 from support.samples import JSON, PREDICT_BODY
 from support.servers import LiveServer, start_server
 
@@ -146,3 +152,57 @@ def test_sigterm_drains_and_exits_cleanly(draining_server: LiveServer) -> None:
         f"\nshutdown: exit {code} after {exited_after:.2f} s; {len(outcomes)} requests, "
         f"{len(served)} served during the drain, late connection errors: {sorted(late_errors)}"
     )
+
+
+def test_sigterm_with_a_batch_waiting_loses_nothing(tmp_path: Path, dataplane: DataPlane) -> None:
+    """適応バッチの待ち行列のリクエスト（REST と gRPC）は SIGTERM で待たずに推論され、全部答える。
+
+    遅延（10 秒）は終了までの時間より長い：答えが返るのはドレインがバッチを流したから。
+    """
+    delay_s = 10.0  # 上限（MAX_BATCH_DELAY_MS ≤ 10000）
+    env = {
+        "MAX_BATCH_SIZE": "64",
+        "MAX_BATCH_DELAY_MS": str(delay_s * 1000),
+        "SHUTDOWN_DRAIN_SECONDS": "0",
+    }
+    server = start_server(tmp_path, env, grpc=True)
+    requests = iris_requests(9, seed=11)
+    http_results: dict[int, tuple[int, Any]] = {}
+    grpc_results: dict[int, Any] = {}
+
+    def rest(index: int) -> None:
+        with httpx.Client(base_url=server.base_url, timeout=delay_s, trust_env=False) as client:
+            response = client.post("/predict", json={"data": requests[index]})
+            http_results[index] = (response.status_code, response.json())
+
+    def rpc(index: int) -> None:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            request = typed_request("input", np.asarray(requests[index], dtype=np.float32))
+            response = stub.ModelInfer(request, timeout=delay_s)
+            grpc_results[index] = np.asarray(response.outputs[0].contents.fp32_contents)
+
+    try:
+        threads = [threading.Thread(target=rest, args=(i,)) for i in range(6)]
+        threads += [threading.Thread(target=rpc, args=(i,)) for i in range(6, 9)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # 全員が待ち行列に入るまで（遅延のタイマーはまだ 9 秒残る）
+        sigterm_at = time.monotonic()
+        server.terminate()
+        code = server.wait(EXIT_TIMEOUT)
+        for thread in threads:
+            thread.join(timeout=EXIT_TIMEOUT)
+        exited_after = time.monotonic() - sigterm_at
+    finally:
+        server.stop()
+    assert code == 0, server.log()
+    assert exited_after < delay_s / 2
+    for index, rows in enumerate(requests):
+        want = dataplane.predict(dataplane.validate(rows, loc=("data",)))
+        if index in grpc_results:
+            np.testing.assert_allclose(grpc_results[index], want.ravel(), rtol=1e-6)
+            continue
+        status, body = http_results[index]
+        assert status == 200
+        np.testing.assert_allclose(np.asarray(body["prediction"]).ravel(), want.ravel())

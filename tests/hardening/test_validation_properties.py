@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
@@ -193,7 +194,7 @@ def test_v2_infer_answers_or_client_error(
 ) -> None:
     body, header_length = request
     try:
-        response = infer(small_dataplane, body, header_length)
+        response = asyncio.run(infer(small_dataplane, body, header_length))
     except ModelServerError as exc:
         assert_client_error(exc)
     else:

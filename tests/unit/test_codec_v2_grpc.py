@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import numpy as np
@@ -122,7 +123,7 @@ def test_encode_response(dataplane: DataPlane, raw_output: bool) -> None:
     feeds = dataplane.validate(ROWS.tolist(), loc=("data",))
     probabilities = dataplane.predict(feeds)
     outputs = [("probabilities", raw_output), ("label", False)]
-    tensors = v2.OutputCatalog(dataplane).compute(feeds, outputs)
+    tensors = asyncio.run(v2.OutputCatalog(dataplane).compute(feeds, outputs))
     response = v2_grpc.encode_response(dataplane, "req-1", outputs, tensors)
     assert (response.model_name, response.model_version, response.id) == (
         "iris_svc",

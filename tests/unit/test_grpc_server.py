@@ -347,7 +347,7 @@ def test_lifespan_starts_serves_drains_and_stops_grpc(
                 "graph:probabilities",
             ]
         assert client.portal is not None
-        client.portal.call(app._drain_grpc)
+        client.portal.call(app._on_drain)
         assert health_status(target) == NOT_SERVING
         assert health_status(target, "inference.GRPCInferenceService") == NOT_SERVING
         assert client.get("/metrics").text.count('method="GRPC"') > 0
@@ -358,7 +358,7 @@ def test_grpc_port_zero_disables_grpc(make_settings: SettingsFactory) -> None:
     app = create_app(make_settings(grpc_port=0))
     assert app.grpc_server is None
     with TestClient(app) as client:
-        client.portal.call(app._drain_grpc)  # 無効なら何もしない
+        client.portal.call(app._on_drain)  # 無効なら何もしない
         assert client.get("/readyz").status_code == 200
 
 

@@ -29,7 +29,8 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
     assert s.log_level is LogLevel.INFO
     assert s.log_format is LogFormat.TEXT
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 1)
-    assert s.max_batch_rows == 1000
+    assert s.max_request_rows == 1000
+    assert (s.max_batch_size, s.max_batch_delay_ms, s.max_batch_queue) == (1, 0.0, 256)
     assert s.max_body_bytes == 1_048_576
     assert s.ort_intra_op_threads == 1
     assert s.model_sha256 is None
@@ -60,7 +61,10 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
         ("GRPC_PORT", "9001", "grpc_port", 9001),
         ("GRPC_PORT", "0", "grpc_port", 0),
         ("WORKERS", "4", "workers", 4),
-        ("MAX_BATCH_ROWS", "50", "max_batch_rows", 50),
+        ("MAX_REQUEST_ROWS", "50", "max_request_rows", 50),
+        ("MAX_BATCH_SIZE", "64", "max_batch_size", 64),
+        ("MAX_BATCH_DELAY_MS", "2.5", "max_batch_delay_ms", 2.5),
+        ("MAX_BATCH_QUEUE", "8", "max_batch_queue", 8),
         ("MAX_BODY_BYTES", "4096", "max_body_bytes", 4096),
         ("ORT_INTRA_OP_THREADS", "2", "ort_intra_op_threads", 2),
         ("MODEL_SHA256", SHA, "model_sha256", SHA),
@@ -140,7 +144,10 @@ def test_resolved_names_follow_the_model(env: pytest.MonkeyPatch) -> None:
         ("SAMPLE_DATA", "[[]]"),
         ("SAMPLE_DATA", "[[1, 2], 3]"),
         ("SAMPLE_DATA", '[{"a": 1}, [1]]'),
-        ("MAX_BATCH_ROWS", "0"),
+        ("MAX_REQUEST_ROWS", "0"),
+        ("MAX_BATCH_SIZE", "0"),
+        ("MAX_BATCH_DELAY_MS", "-1"),
+        ("MAX_BATCH_QUEUE", "0"),
         ("MAX_BODY_BYTES", "10"),
         ("ORT_INTRA_OP_THREADS", "0"),
         ("DRIFT_WINDOW_ROWS", "1"),
@@ -168,3 +175,21 @@ def test_settings_are_frozen(env: pytest.MonkeyPatch) -> None:
     s = Settings()
     with pytest.raises(ValidationError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_old_row_cap_name_still_works_with_a_warning(env: pytest.MonkeyPatch) -> None:
+    """MAX_BATCH_ROWS（旧名）は MAX_REQUEST_ROWS として効き、FutureWarning を出す。"""
+    env.setenv("MAX_BATCH_ROWS", "50")
+    with pytest.warns(FutureWarning, match="MAX_BATCH_ROWS is deprecated; use MAX_REQUEST_ROWS"):
+        assert Settings().max_request_rows == 50
+    env.setenv("MAX_REQUEST_ROWS", "60")  # 両方あれば新名
+    with pytest.warns(FutureWarning):
+        assert Settings().max_request_rows == 60
+    env.setenv("MAX_BATCH_ROWS", "0")
+    with pytest.warns(FutureWarning), pytest.raises(ValidationError, match="max_batch_rows"):
+        Settings()
+
+
+def test_old_row_cap_name_in_model_copy(env: pytest.MonkeyPatch) -> None:
+    """model_copy(update={"max_batch_rows": n}) も新名に読み替える（バッチ推論の CLI）。"""
+    assert Settings().model_copy(update={"max_batch_rows": 7}).max_request_rows == 7

@@ -93,7 +93,7 @@ def test_bad_request_is_400(
 
 
 def test_too_many_rows_is_400(make_settings: Any) -> None:
-    with TestClient(create_app(make_settings(max_batch_rows=2))) as small:
+    with TestClient(create_app(make_settings(max_request_rows=2))) as small:
         body = infer_body([SETOSA] * 3, [3, 4])
         assert_error(small.post(INFER, json=body), 400, "too many rows")
 

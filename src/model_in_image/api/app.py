@@ -27,6 +27,7 @@ from model_in_image.api.probes import Probes
 from model_in_image.api.seed.endpoints import SeedAPI
 from model_in_image.api.v1.endpoints import V1API
 from model_in_image.api.v2.endpoints import V2API
+from model_in_image.batching.adaptive import AdaptiveBatcher
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError
 from model_in_image.loading import load_dataplane
@@ -73,14 +74,18 @@ class ModelServerApp:
         """読み込んだモデルのメトリクスを有効にする。"""
         self.state.metrics = metrics
         self.dispatcher.metrics = metrics
-        if self.state.dataplane is not None:
-            self.state.dataplane.observer = metrics.observe_inference
+        dataplane = self.state.dataplane
+        if dataplane is not None:
+            dataplane.observer = metrics.observe_inference
+            if dataplane.batcher is not None:
+                dataplane.batcher.observer = metrics
 
     def startup(self) -> None:
         """モデルを読み込み（ウォームアップ込み）、メトリクスと SIGTERM のドレインを用意する。"""
         dataplane = self._preloaded or load_dataplane(self.settings)
         for prepare in self._preparers:
             prepare(dataplane)
+        dataplane.batcher = self._batcher(dataplane)
         self.state.dataplane = dataplane
         if self.settings.metrics_enabled:
             self.attach_metrics(
@@ -94,14 +99,29 @@ class ModelServerApp:
         reset_drain()  # 同じプロセスで前に動いたサーバーのドレインを持ち越さない
         self.observability.start(dataplane, self.state.metrics)
         self._restore_signal = install_drain_handler(
-            self.state, self.settings.shutdown_drain_seconds, on_drain=self._drain_grpc
+            self.state, self.settings.shutdown_drain_seconds, on_drain=self._on_drain
         )
         freeze_heap()
 
-    def _drain_grpc(self) -> None:
-        """SIGTERM：gRPC のヘルスを NOT_SERVING にする（HTTP の readiness と同時）。"""
+    def _batcher(self, dataplane: DataPlane) -> AdaptiveBatcher | None:
+        """MAX_BATCH_SIZE > 1 なら適応バッチを作る（1 ならキューもスレッドも作らない）。"""
+        settings = self.settings
+        if settings.max_batch_size <= 1:
+            return None
+        return AdaptiveBatcher(
+            dataplane.model.run,
+            max_rows=settings.max_batch_size,
+            delay=settings.max_batch_delay_ms / 1000,
+            max_queue=settings.max_batch_queue,
+        )
+
+    def _on_drain(self) -> None:
+        """SIGTERM：gRPC のヘルスを NOT_SERVING にし（HTTP と同時）、バッチを待たせない。"""
         if self.grpc_server is not None:
             self.grpc_server.drain()
+        dataplane = self.state.dataplane
+        if dataplane is not None and dataplane.batcher is not None:
+            dataplane.batcher.drain()
 
     def _schedule_flush(self) -> None:
         """積んだメトリクスを 1 秒ごとに反映する（ワーカーが複数でもスクレイプに間に合う）。"""
@@ -154,8 +174,16 @@ class ModelServerApp:
                 self.shutdown()
                 if self.grpc_server is not None:
                     await self.grpc_server.stop()
+                await self._close_batcher()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _close_batcher(self) -> None:
+        """待ち行列と実行中のバッチを終えてから適応バッチを止める（処理中のリクエストの後）。"""
+        dataplane = self.state.dataplane
+        if dataplane is not None and dataplane.batcher is not None:
+            batcher, dataplane.batcher = dataplane.batcher, None
+            await batcher.close()
 
 
 def freeze_heap() -> None:

@@ -96,22 +96,24 @@ class OutputCatalog:
             defaults = [_public(self._graph, model.heads.primary), LABEL]
         self.names = tuple(defaults)
 
-    def compute(self, feeds: Feeds, outputs: Sequence[tuple[str, bool]]) -> list[OutputTensor]:
+    async def compute(
+        self, feeds: Feeds, outputs: Sequence[tuple[str, bool]]
+    ) -> list[OutputTensor]:
         """推論して要求された出力を順に作る（グラフの出力を求められたときだけ全出力を読む）。"""
         dataplane = self.dataplane
         graph = [name for name, _ in outputs if name in self._graph]
         label = self._label and any(name == LABEL for name, _ in outputs)
         result: dict[str, Array | list[str]] = {}
         if graph:
-            values, raw = dataplane.infer(feeds)
+            values, raw = await dataplane.infer_async(feeds)
             for name in graph:
                 result[name] = raw[self._graph[name]]
             if label:  # 分類器はグラフ自身のラベルの出力から（SVC では確率の最大の列と違いうる）
                 result[LABEL] = dataplane.labels_from(values, raw)
         elif label:
-            values, result[LABEL] = dataplane.predict_labels(feeds)
+            values, result[LABEL] = await dataplane.predict_labels_async(feeds)
         else:
-            values = dataplane.predict(feeds)
+            values = await dataplane.predict_async(feeds)
         result[PROBABILITIES] = values
         return [tensor_of(name, result[name]) for name, _ in outputs]
 

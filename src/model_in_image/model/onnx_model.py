@@ -134,7 +134,8 @@ class OnnxModel:
         probe = self._probe()
         self.heads = _decide(self.signature, self.graph, probe, kind)
         self._check_postprocess()
-        self._names = [self.heads.primary]
+        # /predict に要る出力（主の出力だけ）
+        self.primary_names = [self.heads.primary]
         # クラスのコード（確率の列の順）：グラフの属性、ZipMap のキー、[N, C] のネットは列の番号
         self.class_codes = self._class_codes(probe)
 
@@ -235,7 +236,7 @@ class OnnxModel:
 
     def predict(self, feeds: Feeds) -> Array:
         """/predict の値：確率 [N, C]、回帰の値、ロジット、または最初の出力。"""
-        (raw,) = self.run(feeds, self._names)
+        (raw,) = self.run(feeds, self.primary_names)
         return self.finish(raw)
 
     def finish(self, raw: Any) -> Array:
@@ -257,7 +258,10 @@ class OnnxModel:
 
         どの出力も配列への変換と有限の確認は 1 回だけ（主の出力はその配列に後処理をかける）。
         """
-        outputs = self.run(feeds)
+        return self.collect(self.run(feeds))
+
+    def collect(self, outputs: list[Any]) -> tuple[Array, dict[str, Array]]:
+        """run(feeds) の全出力を infer の形にする（/predict の値, 名前 → 配列）。"""
         result: dict[str, Array] = {}
         values: Array | None = None
         for spec, raw in zip(self.signature.outputs, outputs, strict=True):

@@ -81,6 +81,8 @@ class Dispatcher:
         """
         try:
             response = await route.handler(Request(scope, receive, params, self.max_body))
+        except OverloadedError as exc:  # 適応バッチの待ち行列が満ちた：受け入れ制御と同じ 503
+            response = self._refuse(route, exc)
         except ModelServerError as exc:
             response = route.errors(exc)
         except ClientDisconnectedError:
@@ -154,11 +156,15 @@ class Dispatcher:
         return in_flight is not None and in_flight >= self.max_in_flight
 
     def _reject(self, route: Route) -> Response:
-        """503 + Retry-After（ルートの API の誤りの形式）。"""
+        """受け入れ制御で断る。"""
+        message = f"server is overloaded ({self.max_in_flight} requests in flight); retry later"
+        return self._refuse(route, OverloadedError(message))
+
+    def _refuse(self, route: Route, exc: OverloadedError) -> Response:
+        """503 + Retry-After（ルートの API の誤りの形式）。断った数に数える。"""
         if self.metrics is not None:
             self.metrics.rejected += 1
-        message = f"server is overloaded ({self.max_in_flight} requests in flight); retry later"
-        response = route.errors(OverloadedError(message))
+        response = route.errors(exc)
         return Response(
             response.status, response.body, response.content_type, (*response.headers, RETRY_AFTER)
         )

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from model_in_image.api.grpc_v2.admission import Admission, core_calls_reader, server_ids
 from model_in_image.api.grpc_v2.service import SERVICE_NAME, InferenceService
 from model_in_image.codecs.v2 import error_message
-from model_in_image.errors import InvalidInputError, ModelServerError
+from model_in_image.errors import InvalidInputError, ModelServerError, OverloadedError
 from model_in_image.protocol._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
@@ -171,6 +171,11 @@ class Observer:
                 if parse is not None:
                     request = parse_message(parse, request)
                 return await behavior(request, context)
+            except OverloadedError as exc:  # 適応バッチの待ち行列が満ちた：受け入れ制御と同じ
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                if metrics is not None:
+                    metrics.rejected_grpc += 1
+                await context.abort(code, error_message(exc), RETRY_METADATA)
             except ModelServerError as exc:
                 code = status_code(exc)
                 await context.abort(code, error_message(exc))

@@ -77,7 +77,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         dataplane = self.state.lookup(request.model_name, request.model_version or None)
         catalog = self._catalog(dataplane)
         outputs = codec.requested_outputs(request, catalog.names, catalog.available)
-        tensors = catalog.compute(codec.feeds_of(dataplane, request), outputs)
+        tensors = await catalog.compute(codec.feeds_of(dataplane, request), outputs)
         return codec.encode_response(dataplane, request.id, outputs, tensors)
 
     def _catalog(self, dataplane: DataPlane) -> OutputCatalog:

@@ -12,7 +12,6 @@ from model_in_image.codecs import seed as codec
 from model_in_image.dataplane import DataPlane
 from model_in_image.errors import ModelServerError, NoClassesError, NotReadyError
 from model_in_image.model.onnx_model import Feeds
-from model_in_image.runtime import FloatArray
 from model_in_image.state import ServerState
 from model_in_image.transport.http import Request, Response
 from model_in_image.transport.routing import Handler, Route, RouteDoc
@@ -138,7 +137,8 @@ class SeedAPI:
 
     async def predict(self, request: Request) -> Response:
         """確率を返す推論。"""
-        _, probabilities = self._predict(await request.body())
+        dataplane, feeds = self._feeds(await request.body())
+        probabilities = await dataplane.predict_async(feeds)
         return Response(200, codec.encode_probabilities(probabilities))
 
     async def predict_label(self, request: Request) -> Response:
@@ -146,12 +146,8 @@ class SeedAPI:
         if self.state.require().classes is None:
             return self.documents().sample_label
         dataplane, feeds = self._feeds(await request.body())
-        _, labels = dataplane.predict_labels(feeds)
+        _, labels = await dataplane.predict_labels_async(feeds)
         return Response(200, codec.encode_labels(labels))
-
-    def _predict(self, body: bytes) -> tuple[DataPlane, FloatArray]:
-        dataplane, feeds = self._feeds(body)
-        return dataplane, dataplane.predict(feeds)
 
     def _feeds(self, body: bytes) -> tuple[DataPlane, Feeds]:
         dataplane = self.state.require()

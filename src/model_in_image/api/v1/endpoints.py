@@ -88,7 +88,7 @@ class V1API:
         """推論：{"instances": 行} → {"predictions": ...}"""
         dataplane = self.state.lookup(request.params["model_name"], None)
         rows = decode_instances(await request.body())
-        values = dataplane.predict(dataplane.validate(rows, loc=("body", "instances")))
+        values = await dataplane.predict_async(dataplane.validate(rows, loc=("body", "instances")))
         if dataplane.kind is ModelKind.CLASSIFIER and dataplane.classes is not None:
             predictions: Any = dataplane.labels_of(values)
         else:

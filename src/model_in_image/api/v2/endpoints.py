@@ -115,7 +115,7 @@ def encoded(response: codec.EncodedResponse) -> Response:
     )
 
 
-def infer(
+async def infer(
     dataplane: DataPlane,
     body: bytes,
     header_length: int | None,
@@ -126,7 +126,7 @@ def infer(
     json_part, binary = codec.split_body(body, header_length)
     wire = codec.decode_request(json_part)
     outputs = codec.requested_outputs(wire, catalog.names, catalog.available)
-    tensors = catalog.compute(codec.feeds_of(dataplane, wire, binary), outputs)
+    tensors = await catalog.compute(codec.feeds_of(dataplane, wire, binary), outputs)
     return codec.encode_response(dataplane, wire.id, outputs, tensors)
 
 
@@ -181,7 +181,7 @@ class V2API:
         dataplane = self._lookup(request)
         header_length = header_length_of(request.headers)
         body = await request.body(accept=None)  # Content-Type は header_length_of で確かめ済み
-        return encoded(infer(dataplane, body, header_length, self._catalog))
+        return encoded(await infer(dataplane, body, header_length, self._catalog))
 
     def routes(self) -> list[Route]:
         """V2 のルート表。モデルのルートは版なし・版ありの 2 つずつ。"""
