@@ -1,7 +1,7 @@
 """バッチ推論（model-in-image predict）：どんな大きさの入力も一定のメモリでチャンクごとに推論する。
 
 readers が入力を行番号つきのチャンクにし、scoring が HTTP と同じ DataPlane.validate / predict で
-検証・推論し（行数の上限は HTTP の MAX_BATCH_ROWS ではなくチャンクの行数）、writers が入力の順に
+検証・推論し（行数の上限は HTTP の MAX_REQUEST_ROWS ではなくチャンクの行数）、writers が入力の順に
 書く。チャンクが一括で読めない・検証できないときだけ 1 行ずつに戻り、不正な行の場所と理由を示す。
 """
 
