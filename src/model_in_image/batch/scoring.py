@@ -180,7 +180,7 @@ class BatchOptions:
 
 
 def load_batch_dataplane(settings: Settings, chunk_rows: int) -> DataPlane:
-    """バッチ推論用のデータプレーン（行数の上限は HTTP の MAX_REQUEST_ROWS でなくチャンクの行数）。"""
+    """バッチ推論用のデータプレーン（行数の上限は MAX_REQUEST_ROWS でなくチャンクの行数）。"""
     return load_dataplane(settings.model_copy(update={"max_request_rows": chunk_rows}))
 
 
