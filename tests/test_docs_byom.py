@@ -46,8 +46,10 @@ REQUIRE_ZOO = "MII_REQUIRE_ZOO"
 BLOCK_TIMEOUT = 300
 # 書き出しの環境（make zoo と同じ：ハッシュの乱数を固定）
 SEEDED = {"PYTHONHASHSEED": "0"}
-REL_TOL = 1e-5
-ABS_TOL = 1e-6
+# 文書の数字はテストの中で学習したモデルのもの：ソルバーの最後の桁は BLAS のスレッドで揺れる
+# （LogisticRegression で相対 4e-4 を見た）。onnxruntime との 1e-5 の一致は tests/zoo が確かめる
+REL_TOL = 1e-3
+ABS_TOL = 1e-5
 # curl は 4xx も出力する（文書は誤りの答えも示す）
 PRELUDE = f"""
 set -euo pipefail

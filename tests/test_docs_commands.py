@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```(?:bash|sh|shell)\n(.*?)^```", re.M | re.S)
 EXAMPLE = re.compile(r"^<!-- byom-example: [\w-]+ -->$|^## ", re.M)
-BLOCK_TIMEOUT = 120
+BLOCK_TIMEOUT = 300
 # (理由, ブロックに含まれれば実行しない語)
 SKIPS: list[tuple[str, tuple[str, ...]]] = [
     ("needs a Docker engine", ("docker ", "make image", "make test-image", "base-image")),
