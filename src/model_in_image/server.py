@@ -30,6 +30,7 @@ from model_in_image.transport.eventloop import reuseport_socket
 logger = logging.getLogger(__name__)
 
 STARTUP_FAILURE = 3
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def app_from_env() -> object:
@@ -72,6 +73,9 @@ def uvicorn_config(
         # send の中で始まるため、そのままでは前のリクエストの文脈（リクエスト ID など）を
         # 引き継ぎ、接続が続く限り全リクエストが鎖のように残る
         reset_contextvars=True,
+        # 親がワーカーの ping の応答を待つ秒数（uvicorn の既定は 5 秒：混んだノードでは起動中の
+        # ワーカーが間に合わずに殺される）
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 
