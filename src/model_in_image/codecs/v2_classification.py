@@ -52,11 +52,11 @@ def _bad(message: str) -> ModelServerError:
     return ModelServerError(message, status_code=400)
 
 
-def parse_count(name: str, value: Any) -> int:
-    """REST の parameters.classification の値を k にする（正の整数だけ）。"""
+def parse_count(name: str, value: Any, field: str = "parameters.classification") -> int:
+    """parameters の classification の値を k にする（正の整数だけ。field は誤りの文の名前）。"""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _bad(
-            f"output {name!r}: parameters.classification must be a positive integer "
+            f"output {name!r}: {field} must be a positive integer "
             f"(the number of top classes), got {json.dumps(value, default=str)[:40]}"
         )
     return value
@@ -72,7 +72,7 @@ def grpc_count(name: str, parameters: Mapping[str, pb.InferParameter]) -> int | 
             f"output {name!r}: parameter 'classification' must be an int64_param "
             "(the number of top classes)"
         )
-    return parse_count(name, value.int64_param)
+    return parse_count(name, value.int64_param, f"parameter {CLASSIFICATION!r}")
 
 
 class Classification:
