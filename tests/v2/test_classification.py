@@ -244,3 +244,17 @@ def test_models_without_class_scores_are_400(
     response = zoo(name).post(f"/v2/models/{name}/infer", json=body)
     assert_error(response, f"output {output!r} {fragment}")
     assert f"this {case.kind} model has no class-score output" in response.json()["error"]
+
+
+def test_single_logit_with_sigmoid() -> None:
+    """[N, 1] の出力に sigmoid：導いた 2 列の probabilities は分類でき、グラフの出力は 400。"""
+    case = load_case("sklearn_linear_regression")
+    body = {**v2_request(case, case.rows), "outputs": [classify("probabilities", 2)]}
+    with zoo_client(case.name, model_postprocess="sigmoid") as client:
+        output = infer(client, body, case.name)["probabilities"]
+        body["outputs"] = [classify("variable", 2)]
+        refused = client.post(f"/v2/models/{case.name}/infer", json=body)
+    positive = 1.0 / (1.0 + np.exp(-case.run("variable").astype(np.float32)))  # サーバーと同じ型
+    assert rows_of(output) == expected_top_k(np.hstack([1.0 - positive, positive]), 2, None)
+    assert_error(refused, "output 'variable' has one value per row")
+    assert "class-score outputs of this logits model are 'probabilities'" in refused.text

@@ -187,7 +187,7 @@ def select_outputs(
     無ければ既定の出力（names）。求められる名前は available（省略時は names）。
     """
     if not requested:
-        return [RequestedOutput(name, default_binary) for name in names]
+        return [(name, default_binary) for name in names]
     allowed = names if available is None else available
     selected: list[tuple[str, bool]] = []
     for name, flag, count in requested:

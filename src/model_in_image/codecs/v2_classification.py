@@ -48,6 +48,11 @@ def count_of(output: tuple[str, bool]) -> int | None:
     return output.classification if isinstance(output, RequestedOutput) else None
 
 
+def _single(shape: Sequence[int]) -> bool:
+    """1 行に値が 1 つの形か（[N] か [N, 1]）。"""
+    return len(shape) < 2 or shape[-1] == 1
+
+
 def _bad(message: str) -> ModelServerError:
     return ModelServerError(message, status_code=400)
 
@@ -86,7 +91,11 @@ class Classification:
         kind: str,
     ) -> None:
         self._entries = {name: (datatype, shape) for name, datatype, shape in entries}
-        self._scores = [name for name, _, _ in entries if name in scores]
+        self._scores = [
+            name
+            for name, datatype, shape in entries
+            if name in scores and datatype != "BYTES" and not _single(shape)
+        ]
         self._labels = labels
         self._kind = kind
 
@@ -102,7 +111,7 @@ class Classification:
                     f"output {name!r} is a BYTES tensor: classification needs class scores; "
                     + self._where()
                 )
-            if len(shape) < 2 or shape[-1] == 1:
+            if _single(shape):
                 raise self._single(name)
             if name not in self._scores:
                 raise _bad(
