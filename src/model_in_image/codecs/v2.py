@@ -165,7 +165,9 @@ def requested_outputs(
 ) -> list[tuple[str, bool]]:
     """返す出力の (名前, バイナリか)。outputs が無ければ既定の出力（names）。"""
     default_binary = request.parameters.binary_data_output if request.parameters else False
-    requested = [_wire_output(o.name, o.parameters) for o in request.outputs or ()]
+    requested = None
+    if request.outputs:
+        requested = [_wire_output(o.name, o.parameters) for o in request.outputs]
     return select_outputs(requested, default_binary, names, available)
 
 
@@ -195,7 +197,8 @@ def select_outputs(
             raise bad_request(f"unknown output: {name!r} (the model has {', '.join(allowed)})")
         if any(name == chosen for chosen, _ in selected):
             raise bad_request(f"output {name!r} is requested twice")
-        selected.append(RequestedOutput(name, default_binary if flag is None else flag, count))
+        binary = default_binary if flag is None else flag
+        selected.append((name, binary) if count is None else RequestedOutput(name, binary, count))
     return selected
 
 
