@@ -13,6 +13,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from model_in_image.codecs.v2_classification import Classification
 from support.samples import IRIS_LABELS, SPECIES
 from support.samples import V2_INFER as INFER
 from support.v2 import HEADER
@@ -258,3 +259,21 @@ def test_single_logit_with_sigmoid() -> None:
     assert rows_of(output) == expected_top_k(np.hstack([1.0 - positive, positive]), 2, None)
     assert_error(refused, "output 'variable' has one value per row")
     assert "class-score outputs of this logits model are 'probabilities'" in refused.text
+
+
+def test_ties_keep_column_order_and_scores_print_like_std_to_string() -> None:
+    """同じ値の列は番号の小さい順。score は std::to_string(float) と同じ %f（負の値・丸めも）。"""
+    names = [f"c{i}" for i in range(24)]
+    ties = np.zeros((2, 24), dtype=np.float32)
+    ties[0, [3, 7, 19]] = 0.25
+    ties[1] = np.linspace(-1.0, 1.0, 24, dtype=np.float32)[::-1].round(1)
+    classification = Classification([("p", "FP32", [-1, 24])], {"p"}, names, "classifier")
+    shape, items = classification.top_k("p", ties, 10)
+    assert shape == [2, 10]
+    assert [items[:10], items[10:]] == expected_top_k(ties, 10, names)
+    assert items[:4] == ["0.250000:3:c3", "0.250000:7:c7", "0.250000:19:c19", "0.000000:0:c0"]
+    logits = np.array([[13.674420356750488, 3.7826390266418457, -22.641918182373047]], "f4")
+    _, printed = Classification([("l", "FP32", [-1, 3])], {"l"}, None, "logits").top_k(
+        "l", logits, 3
+    )
+    assert printed == ["13.674420:0", "3.782639:1", "-22.641918:2"]
