@@ -184,7 +184,7 @@ def test_unknown_parameters_are_ignored(stub: Stub, input_name: str) -> None:
     request.parameters["flag"].bool_param = True
     request.inputs[0].parameters["shared_memory_region"].string_param = "none"
     output = request.outputs.add(name="label")
-    output.parameters["classification"].int64_param = 2
+    output.parameters["shared_memory_region"].string_param = "none"
     response = stub.ModelInfer(request, timeout=CALL_TIMEOUT)
     assert [v.decode() for v in response.outputs[0].contents.bytes_contents] == ["setosa"]
 

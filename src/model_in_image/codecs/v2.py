@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 
 from model_in_image.codecs.decode import decode_json
+from model_in_image.codecs.v2_classification import RequestedOutput, parse_count
 
 # 出力の側（codecs.v2_outputs）も codecs.v2 から使えるようにする
 from model_in_image.codecs.v2_outputs import (
@@ -85,9 +86,10 @@ class InputParameters(msgspec.Struct, kw_only=True):
 
 
 class OutputParameters(msgspec.Struct, kw_only=True):
-    """要求する出力の parameters。"""
+    """要求する出力の parameters（classification は Triton の分類拡張の k）。"""
 
     binary_data: bool | None = None
+    classification: Any = msgspec.UNSET
 
 
 class RequestParameters(msgspec.Struct, kw_only=True):
@@ -165,19 +167,24 @@ def requested_outputs(
     default_binary = request.parameters.binary_data_output if request.parameters else False
     requested = None
     if request.outputs:
-        requested = [
-            (o.name, o.parameters.binary_data if o.parameters else None) for o in request.outputs
-        ]
+        requested = [_wire_output(o.name, o.parameters) for o in request.outputs]
     return select_outputs(requested, default_binary, names, available)
 
 
+def _wire_output(name: str, params: OutputParameters | None) -> tuple[str, bool | None, int | None]:
+    if params is None:
+        return name, None, None
+    unset = params.classification is msgspec.UNSET
+    return name, params.binary_data, None if unset else parse_count(name, params.classification)
+
+
 def select_outputs(
-    requested: Sequence[tuple[str, bool | None]] | None,
+    requested: Sequence[tuple[str, bool | None, int | None]] | None,
     default_binary: bool,
     names: Sequence[str],
     available: Sequence[str] | None = None,
 ) -> list[tuple[str, bool]]:
-    """要求された (名前, binary_data) から返す出力を決める（REST と gRPC 共通）。
+    """要求された (名前, binary_data, 分類の k) から返す出力を決める（REST と gRPC 共通）。
 
     無ければ既定の出力（names）。求められる名前は available（省略時は names）。
     """
@@ -185,12 +192,13 @@ def select_outputs(
         return [(name, default_binary) for name in names]
     allowed = names if available is None else available
     selected: list[tuple[str, bool]] = []
-    for name, flag in requested:
+    for name, flag, count in requested:
         if name not in allowed:
             raise bad_request(f"unknown output: {name!r} (the model has {', '.join(allowed)})")
         if any(name == chosen for chosen, _ in selected):
             raise bad_request(f"output {name!r} is requested twice")
-        selected.append((name, default_binary if flag is None else flag))
+        binary = default_binary if flag is None else flag
+        selected.append((name, binary) if count is None else RequestedOutput(name, binary, count))
     return selected
 
 

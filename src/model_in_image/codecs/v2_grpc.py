@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from model_in_image.codecs import v2
+from model_in_image.codecs.v2_classification import grpc_count
 from model_in_image.dataplane import DataPlane
 from model_in_image.model.onnx_model import Feeds
 from model_in_image.protocol._generated import grpc_predict_v2_pb2 as pb
@@ -101,12 +102,16 @@ def requested_outputs(
     """返す出力の (名前, raw か)。
 
     既定は入力と同じ表現（raw_input_contents なら raw、KServe と同じ）。parameters の
-    binary_data_output（リクエスト全体）と binary_data（出力ごと）で変えられる。
+    binary_data_output（リクエスト全体）と binary_data（出力ごと）で変えられる。出力ごとの
+    classification（int64_param）は分類拡張の k。
     """
     default_raw = _bool_parameter(request.parameters, BINARY_DATA_OUTPUT)
     if default_raw is None:
         default_raw = bool(request.raw_input_contents)
-    requested = [(o.name, _bool_parameter(o.parameters, BINARY_DATA)) for o in request.outputs]
+    requested = [
+        (o.name, _bool_parameter(o.parameters, BINARY_DATA), grpc_count(o.name, o.parameters))
+        for o in request.outputs
+    ]
     return v2.select_outputs(requested or None, default_raw, names, available)
 
 

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from model_in_image.codecs.v2_classification import Classification, count_of
 from model_in_image.dataplane import DataPlane
+from model_in_image.model.kinds import ModelKind
 from model_in_image.model.onnx_model import Array, Feeds
 from model_in_image.model.signature import ELEMENT_TYPES, TensorSpec
 from model_in_image.state import MODEL_VERSION
@@ -95,12 +97,20 @@ class OutputCatalog:
         else:  # ロジットのネット：ロジットそのものとクラス名
             defaults = [_public(self._graph, model.heads.primary), LABEL]
         self.names = tuple(defaults)
+        # 分類拡張：導いた probabilities と、クラスの得点を出すグラフの出力（主の出力）
+        scores = {PROBABILITIES} if model.gives_probabilities else set()
+        if model.num_classes is not None:
+            scores.add(_public(self._graph, model.heads.primary))
+        self.classification = Classification(
+            self.entries, scores, _known_labels(dataplane), model.kind.value
+        )
 
     async def compute(
         self, feeds: Feeds, outputs: Sequence[tuple[str, bool]]
     ) -> list[OutputTensor]:
         """推論して要求された出力を順に作る（グラフの出力を求められたときだけ全出力を読む）。"""
         dataplane = self.dataplane
+        self.classification.check(outputs)
         graph = [name for name, _ in outputs if name in self._graph]
         label = self._label and any(name == LABEL for name, _ in outputs)
         result: dict[str, Array | list[str]] = {}
@@ -115,7 +125,24 @@ class OutputCatalog:
         else:
             values = await dataplane.predict_async(feeds)
         result[PROBABILITIES] = values
-        return [tensor_of(name, result[name]) for name, _ in outputs]
+        return [self._tensor(output, result[output[0]]) for output in outputs]
+
+    def _tensor(self, output: tuple[str, bool], values: Array | list[str]) -> OutputTensor:
+        """出力テンソル（分類を求められたら上位 k クラスの BYTES [N, k]）。"""
+        name, _ = output
+        count = count_of(output)
+        if count is None or isinstance(values, list):
+            return tensor_of(name, values)
+        shape, items = self.classification.top_k(name, values, count)
+        return OutputTensor(name, "BYTES", shape, items)
+
+
+def _known_labels(dataplane: DataPlane) -> tuple[str, ...] | None:
+    """分類の label に使うクラス名（列の番号しか無いネットは None：score:index だけ）。"""
+    classes = dataplane.classes
+    if classes is None or dataplane.kind is ModelKind.CLASSIFIER:
+        return classes
+    return None if classes == tuple(str(i) for i in range(len(classes))) else classes
 
 
 def _public(graph: dict[str, str], name: str) -> str:

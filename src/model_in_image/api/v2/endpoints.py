@@ -28,7 +28,7 @@ from model_in_image.transport.http import FORM, Request, Response
 from model_in_image.transport.routing import Handler, PathParamDoc, Route, RouteDoc
 
 SERVER_NAME = "model-in-image"
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "classification")
 PLATFORM = "onnx_onnxv1"
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = b"application/octet-stream"

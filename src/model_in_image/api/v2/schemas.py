@@ -21,7 +21,7 @@ class ServerMetadataResponse(BaseModel):
 
     name: str = Field(examples=["model-in-image"])
     version: str = Field(examples=["1.0.0"])
-    extensions: list[str] = Field(examples=[["binary_tensor_data"]])
+    extensions: list[str] = Field(examples=[["binary_tensor_data", "classification"]])
 
 
 class LiveResponse(BaseModel):
@@ -69,11 +69,13 @@ class RequestInput(BaseModel):
 
 
 class RequestOutput(BaseModel):
-    """要求する出力（probabilities または label）。"""
+    """要求する出力（probabilities・label・グラフの出力名）。"""
 
     name: str = Field(examples=["probabilities"])
     parameters: dict[str, Any] | None = Field(
-        default=None, description="binary_data: true ならバイナリで返す"
+        default=None,
+        description="binary_data: true ならバイナリで返す。classification: k なら行ごとの"
+        '上位 k クラスを "score:index:label" の BYTES [N, k] で返す（Triton の分類拡張）',
     )
 
 
