@@ -13,13 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from model_in_image.modelcard import FeatureReference, ReferenceStatistics
-from model_in_image.observability.monitoring import (
-    CONFIDENCE_BUCKETS,
-    PredictionMonitor,
-    SlidingWindow,
-    population_stability_index,
-    top_class,
-)
+from model_in_image.observability.drift import SlidingWindow, population_stability_index
+from model_in_image.observability.monitoring import CONFIDENCE_BUCKETS, PredictionMonitor, top_class
 from support.iris import training_rows
 from support.paths import LABEL_FILE, MODEL_FILE
 from support.prometheus import by_label, samples, value
