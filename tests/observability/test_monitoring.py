@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -18,9 +17,9 @@ from model_in_image.observability.monitoring import CONFIDENCE_BUCKETS, Predicti
 from support.iris import training_rows
 from support.paths import LABEL_FILE, MODEL_FILE
 from support.prometheus import by_label, samples, value
-from support.samples import JSON, SETOSA, VERSICOLOR, VIRGINICA
+from support.samples import SETOSA, VERSICOLOR, VIRGINICA
 
-from .conftest import Observe, Observed
+from .conftest import Observe, Observed, post_predict
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 SHIFTED = "petal length (cm)"
@@ -31,12 +30,7 @@ BAD = 0.25
 def predict(observed: Observed, rows: Any, batch: int = 100) -> list[list[float]]:
     """rows を batch 行ずつ POST /predict し、確率を返す。"""
     probabilities: list[list[float]] = []
-    data = np.asarray(rows).tolist()
-    for start in range(0, len(data), batch):
-        body = orjson.dumps({"data": data[start : start + batch]})
-        response = observed.client.post("/predict", content=body, headers=JSON)
-        assert response.status_code == 200, response.text
-        prediction = response.json()["prediction"]
+    for prediction in post_predict(observed, rows, batch):
         # シード API は 1 行なら平らな確率、複数行なら行ごとの確率を返す
         probabilities.extend(prediction if isinstance(prediction[0], list) else [prediction])
     return probabilities
