@@ -15,11 +15,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model_in_image.errors import ModelLoadError
+from model_in_image.model.kinds import ModelKind
 
 DEFAULT_BINS = 10
 # 回帰の予測の目的変数の名前（1 値なら prediction、[N, k] なら prediction_0 .. prediction_k-1）
 PREDICTION = "prediction"
-REGRESSOR = "regressor"
 
 
 class FeatureReference(BaseModel):
@@ -123,7 +123,7 @@ def prediction_reference_problem(
     reference: PredictionReference, kind: str, values: np.ndarray[Any, Any]
 ) -> str | None:
     """カードの予測の参照分布がモデルに合わない理由（合えば None）。values はモデルの予測。"""
-    if kind != REGRESSOR:
+    if kind != ModelKind.REGRESSOR:
         return (
             f"model card has a prediction_reference but the model is a {kind}: "
             "the prediction reference is for regressors only (remove it from the card)"

@@ -11,9 +11,11 @@ import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
 from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.dataplane import DataPlane
+from model_in_image.metrics import MetricsExtension
 from support.apps import SettingsFactory
 from support.samples import JSON
 
@@ -48,6 +50,12 @@ class Observed:
 
 
 Observe = Callable[..., Observed]
+
+
+def exposed_families(extension: MetricsExtension, *registries: CollectorRegistry) -> dict[str, Any]:
+    """registries（ワーカーごとのメトリクス）を合わせて extension が書き換えた出力（名前 → 族）。"""
+    families = [family for registry in registries for family in registry.collect()]
+    return {family.name: family for family in extension.transform(families)}
 
 
 def post_predict(observed: Observed, rows: Any, batch: int = 100) -> list[Any]:

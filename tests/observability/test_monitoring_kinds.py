@@ -10,17 +10,25 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from model_in_image.card import create_card, write_card
-from model_in_image.modelcard import ModelCard, bin_counts
+from model_in_image.modelcard import (
+    FeatureReference,
+    ModelCard,
+    PredictionReference,
+    ReferenceStatistics,
+    bin_counts,
+)
 from model_in_image.observability.drift import population_stability_index
-from model_in_image.observability.prediction_drift import prediction_buckets
+from model_in_image.observability.monitoring import PredictionMonitor
+from model_in_image.observability.prediction_drift import RegressionMonitor, prediction_buckets
 from support.prometheus import by_label, samples, value
 from support.regressors import Regressor, linear_regression, normal_rows
 from support.samples import JSON
 from support.zoo import cases, load_case
 
-from .conftest import Observe, Observed, post_predict
+from .conftest import Observe, Observed, exposed_families, post_predict
 
 GOOD = 0.1
 BAD = 0.25
@@ -218,3 +226,49 @@ def test_models_without_one_float_input_are_served_with_monitoring_on(
     assert sum(predicted.values()) == (3 * len(case.rows) if classes else 0)
     assert "model_feature_drift" not in text
     assert not any(r.levelno >= logging.ERROR for r in caplog.records), caplog.text
+
+
+BINS = {"min": 0.0, "max": 10.0, "edges": [5.0], "proportions": [0.5, 0.5]}
+
+
+def _feature_monitor(registry: CollectorRegistry) -> PredictionMonitor:
+    reference = ReferenceStatistics(rows=10, features=[FeatureReference(name="x", **BINS)])
+    return PredictionMonitor(registry, ["a", "b"], reference, window_rows=4)
+
+
+def _prediction_monitor(registry: CollectorRegistry) -> RegressionMonitor:
+    reference = PredictionReference(rows=10, targets=[FeatureReference(name="prediction", **BINS)])
+    return RegressionMonitor(registry, reference, window_rows=4)
+
+
+def _observe(monitor: PredictionMonitor | RegressionMonitor, values: list[float]) -> None:
+    column = np.array(values).reshape(-1, 1)
+    if isinstance(monitor, PredictionMonitor):
+        monitor.observe(column, np.array([[0.9, 0.1]] * len(values)))
+    else:
+        monitor.observe(None, column.reshape(-1))
+    monitor.flush()
+
+
+@pytest.mark.parametrize(
+    ("make", "metric", "label"),
+    [
+        (_feature_monitor, "model_feature_drift", {"feature": "x"}),
+        (_prediction_monitor, "model_prediction_drift", {"target": "prediction"}),
+    ],
+)
+def test_psi_is_computed_from_the_sum_of_all_windows(
+    make: Any, metric: str, label: dict[str, str]
+) -> None:
+    """ワーカー 2 つの窓（各々は偏っている）を合わせた分布から PSI を出す（入力も予測も）。"""
+    first, second = CollectorRegistry(), CollectorRegistry()
+    one, two = make(first), make(second)
+    _observe(one, [1.0, 2.0, 3.0, 4.0])  # 全部が下のビン
+    _observe(two, [6.0, 7.0, 8.0, 9.0])  # 全部が上のビン
+    families = exposed_families(one, first, second)
+    assert families[f"{metric}_window_rows"].samples[0].value == 8
+    (psi,) = families[f"{metric}_psi"].samples
+    assert psi.labels == label
+    assert psi.value == pytest.approx(0.0)  # 合わせれば参照と同じ 50 % / 50 %
+    assert f"{metric}_window_bin_rows" not in families  # 内部のゲージは出さない
+    assert exposed_families(one, first)[f"{metric}_psi"].samples[0].value > BAD
