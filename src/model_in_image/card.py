@@ -14,18 +14,25 @@ import sys
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
 
 from model_in_image import __version__
-from model_in_image.errors import ModelLoadError, ModelServerError
+from model_in_image.dataplane import DataPlane
+from model_in_image.errors import InvalidInputError, ModelLoadError, ModelServerError
 from model_in_image.facts import ModelFacts, classes_json
 from model_in_image.heldout import heldout_accuracy
 from model_in_image.loading import load_dataplane, open_dataplane
-from model_in_image.model.kinds import Postprocess
-from model_in_image.modelcard import ModelCard, reference_statistics
+from model_in_image.model.kinds import ModelKind, Postprocess
+from model_in_image.modelcard import (
+    ModelCard,
+    PredictionReference,
+    prediction_reference,
+    prediction_reference_problem,
+    reference_statistics,
+)
 from model_in_image.settings import Settings
 
 # サンプルの行数の上限はサーバーの既定（MAX_REQUEST_ROWS）と同じ
@@ -52,7 +59,8 @@ def create_card(
     """どこかで学習したモデルのカードを作る（サーバーが拒むモデルなら ModelLoadError）。
 
     サンプルは指定が無ければ参照データの先頭行、それも無ければ 0 の 1 行（どちらもモデルが
-    受け付けることをウォームアップで確かめる）。参照データがあれば特徴量ごとの参照分布を付ける。
+    受け付けることをウォームアップで確かめる）。参照データがあれば特徴量ごとの参照分布を付け、
+    回帰モデルならその行での予測の参照分布（prediction_reference）も付ける。
     accuracy（検証データの CSV と正解の列）があれば heldout_accuracy を測る。library_versions は
     モデルのファイルに記録された作り手と opset の版。
     """
@@ -96,8 +104,27 @@ def create_card(
         library_versions=dataplane.model.graph.library_versions(),
         feature_names=feature_names,
         reference=reference_statistics(data, names) if data is not None else None,
+        prediction_reference=_prediction_reference(dataplane, data),
         validated_with={"model-in-image": __version__, "onnxruntime": version("onnxruntime")},
     )
+
+
+def _prediction_reference(
+    dataplane: DataPlane, data: np.ndarray[Any, Any] | None
+) -> PredictionReference | None:
+    """回帰モデルの、参照データの行での予測の分布（サーバーと同じ検証と推論、上限の行数ずつ）。"""
+    if data is None or dataplane.kind is not ModelKind.REGRESSOR:
+        return None
+    step = dataplane.limits.max_rows
+    parts = []
+    for start in range(0, len(data), step):
+        chunk = cast("Sequence[Sequence[float]]", data[start : start + step])
+        try:
+            parts.append(dataplane.predict(dataplane.validate(chunk, loc=())))
+        except InvalidInputError as exc:
+            line = start + int(exc.errors[0]["loc"][0]) + 1
+            raise CardInputError(f"reference data row {line}: {exc.message}") from None
+    return prediction_reference(np.concatenate(parts))
 
 
 def read_reference(path: Path, width: int) -> tuple[np.ndarray[Any, Any], list[str] | None]:
@@ -178,6 +205,12 @@ def check_model(
         raise ModelLoadError(f"model card not found: {card_path}")
     facts = ModelFacts.of(dataplane, card.name)
     _check_card(card, facts)
+    if card.prediction_reference is not None:
+        problem = prediction_reference_problem(
+            card.prediction_reference, facts.kind, dataplane.sample_values
+        )
+        if problem is not None:
+            raise ModelLoadError(problem)
     _check_expected(expected, facts)
     return facts
 
@@ -311,7 +344,7 @@ def main(args: argparse.Namespace) -> int:
         )
         target = args.output or args.model.with_name("model_card.json")
         if str(target) == "-":
-            print(card.model_dump_json(indent=2))
+            print(card.to_json())
         else:
             write_card(card, target, force=args.force)
             print(f"wrote {target}: {_describe(card)}", file=sys.stderr)

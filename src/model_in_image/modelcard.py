@@ -1,6 +1,7 @@
 """モデルカード（学習時や `model-in-image card` が書き出す小さな JSON）。
 
 reference はドリフト監視の基準：学習データの各特徴量を分位点で区切ったビンの割合と最小・最大。
+回帰モデルのカードは prediction_reference（参照データの行でのモデルの予測の同じ形の分布）も持つ。
 ビンの規則（bin_counts）は書き出す側と監視する側で共通にここで決める。
 """
 
@@ -14,8 +15,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model_in_image.errors import ModelLoadError
+from model_in_image.model.kinds import ModelKind
 
 DEFAULT_BINS = 10
+# 回帰の予測の目的変数の名前（1 値なら prediction、[N, k] なら prediction_0 .. prediction_k-1）
+PREDICTION = "prediction"
 
 
 class FeatureReference(BaseModel):
@@ -56,6 +60,15 @@ class ReferenceStatistics(BaseModel):
     features: list[FeatureReference] = Field(min_length=1)
 
 
+class PredictionReference(BaseModel):
+    """回帰モデルの予測の参照分布（カードの参照データの行での予測。目的変数ごとのビン）。"""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows: int = Field(ge=1)
+    targets: list[FeatureReference] = Field(min_length=1)
+
+
 def bin_counts(edges: Sequence[float], values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """values を edges のビンに数える（長さ len(edges) + 1）。"""
     index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
@@ -90,6 +103,40 @@ def reference_statistics(
     return ReferenceStatistics(rows=len(data), features=result)
 
 
+def prediction_targets(values: np.ndarray[Any, Any]) -> list[str]:
+    """回帰の予測 [N] / [N, 1] / [N, k] の目的変数の名前。"""
+    if values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1):
+        return [PREDICTION]
+    return [f"{PREDICTION}_{i}" for i in range(values.shape[1])]
+
+
+def prediction_reference(
+    values: np.ndarray[Any, Any], bins: int = DEFAULT_BINS
+) -> PredictionReference:
+    """参照データの行での回帰の予測から、目的変数ごとの分位点のビンの割合を作る。"""
+    names = prediction_targets(values)
+    statistics = reference_statistics(values.reshape(len(values), -1), names, bins)
+    return PredictionReference(rows=statistics.rows, targets=statistics.features)
+
+
+def prediction_reference_problem(
+    reference: PredictionReference, kind: str, values: np.ndarray[Any, Any]
+) -> str | None:
+    """カードの予測の参照分布がモデルに合わない理由（合えば None）。values はモデルの予測。"""
+    if kind != ModelKind.REGRESSOR:
+        return (
+            f"model card has a prediction_reference but the model is a {kind}: "
+            "the prediction reference is for regressors only (remove it from the card)"
+        )
+    claimed, actual = [t.name for t in reference.targets], prediction_targets(values)
+    if claimed != actual:
+        return (
+            f"model card prediction_reference has targets {claimed} but the model's "
+            f"predictions give {actual}"
+        )
+    return None
+
+
 class ModelCard(BaseModel):
     """学習結果の記録。sha256 は ONNX ファイルの完全性確認に使う。
 
@@ -118,6 +165,8 @@ class ModelCard(BaseModel):
     library_versions: dict[str, str] = Field(default_factory=dict)
     feature_names: list[str] | None = None
     reference: ReferenceStatistics | None = None
+    # 回帰モデルだけ（無ければ JSON に書かない：分類器のカードは前と同じバイト列）
+    prediction_reference: PredictionReference | None = None
 
     @model_validator(mode="after")
     def _widths_agree(self) -> ModelCard:
@@ -137,7 +186,11 @@ class ModelCard(BaseModel):
         except (OSError, ValidationError) as exc:
             raise ModelLoadError(f"model card is not valid: {path}: {exc}") from exc
 
+    def to_json(self) -> str:
+        """キー順を固定した JSON（prediction_reference は有るときだけ）。"""
+        exclude = {"prediction_reference"} if self.prediction_reference is None else None
+        return self.model_dump_json(indent=2, exclude_none=False, exclude=exclude)
+
     def write(self, path: Path) -> None:
         """キー順を固定して書き出す（再学習でバイト単位で同じになる）。"""
-        text = self.model_dump_json(indent=2, exclude_none=False)
-        path.write_text(text + "\n", encoding="utf-8")
+        path.write_text(self.to_json() + "\n", encoding="utf-8")

@@ -7,12 +7,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
 from model_in_image.api.app import ModelServerApp, create_app
 from model_in_image.dataplane import DataPlane
+from model_in_image.metrics import MetricsExtension
 from support.apps import SettingsFactory
+from support.samples import JSON
 
 
 @dataclass
@@ -45,6 +50,24 @@ class Observed:
 
 
 Observe = Callable[..., Observed]
+
+
+def exposed_families(extension: MetricsExtension, *registries: CollectorRegistry) -> dict[str, Any]:
+    """registries（ワーカーごとのメトリクス）を合わせて extension が書き換えた出力（名前 → 族）。"""
+    families = [family for registry in registries for family in registry.collect()]
+    return {family.name: family for family in extension.transform(families)}
+
+
+def post_predict(observed: Observed, rows: Any, batch: int = 100) -> list[Any]:
+    """rows を batch 行ずつ POST /predict し、応答ごとの prediction を返す。"""
+    predictions = []
+    data = np.asarray(rows).tolist()
+    for start in range(0, len(data), batch):
+        body = orjson.dumps({"data": data[start : start + batch]})
+        response = observed.client.post("/predict", content=body, headers=JSON)
+        assert response.status_code == 200, response.text
+        predictions.append(response.json()["prediction"])
+    return predictions
 
 
 @pytest.fixture

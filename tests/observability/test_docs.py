@@ -5,15 +5,18 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_in_image.card import create_card, write_card
 from model_in_image.observability.prediction_log import StreamSink
 from support.iris import training_rows
 from support.paths import REPO_ROOT
+from support.regressors import linear_regression, normal_rows
 from support.samples import JSON
 
 from .conftest import Observe
@@ -25,15 +28,30 @@ YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.M | re.S)
 
 
 @pytest.fixture
-def exposed(observe: Observe) -> set[str]:
-    """推論と予測ログを 1 回ずつ通した後の /metrics のサンプル名。"""
+def exposed(observe: Observe, tmp_path: Path) -> set[str]:
+    """推論と予測ログを 1 回ずつ通した後の /metrics のサンプル名（Iris の分類器と回帰モデル）。"""
     observed = observe(drift_window_rows=10, prediction_log_sample_rate=1.0)
     log = observed.app.observability.prediction_log
     assert log is not None
     log.sink = StreamSink(io.BytesIO())
     body = json.dumps({"data": training_rows(10).tolist()})
     assert observed.client.post("/predict", content=body, headers=JSON).status_code == 200
-    text = observed.metrics()
+    return sample_names(observed.metrics()) | regressor_metrics(observe, tmp_path)
+
+
+def regressor_metrics(observe: Observe, directory: Path) -> set[str]:
+    """予測の参照分布のあるカードの回帰モデルの /metrics のサンプル名。"""
+    regressor = linear_regression(directory, rows=200)
+    card = create_card(regressor.model, None, reference=regressor.reference)
+    write_card(card, regressor.model.with_name("model_card.json"), force=True)
+    observed = observe(model_filepath=regressor.model, label_filepath=None, drift_window_rows=10)
+    body = json.dumps({"data": normal_rows(10, seed=1).tolist()})
+    assert observed.client.post("/predict", content=body, headers=JSON).status_code == 200
+    return sample_names(observed.metrics())
+
+
+def sample_names(text: str) -> set[str]:
+    """/metrics のテキストのサンプル名。"""
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 
@@ -52,7 +70,11 @@ def dashboard_queries() -> list[str]:
 
 def test_alert_rules_use_exposed_metrics(exposed: set[str]) -> None:
     rules = alert_rules()
-    assert {rule["alert"] for rule in rules} >= {"ModelFeatureDriftHigh", "ModelInputOutOfRange"}
+    assert {rule["alert"] for rule in rules} >= {
+        "ModelFeatureDriftHigh",
+        "ModelInputOutOfRange",
+        "ModelPredictionDriftHigh",
+    }
     for rule in rules:
         used = set(METRIC.findall(rule["expr"]))
         assert used, rule
@@ -60,6 +82,7 @@ def test_alert_rules_use_exposed_metrics(exposed: set[str]) -> None:
     thresholds = {rule["alert"]: rule["expr"] for rule in rules}
     assert thresholds["ModelFeatureDriftHigh"].endswith("> 0.25")
     assert thresholds["ModelFeatureDriftModerate"].endswith("> 0.1")
+    assert thresholds["ModelPredictionDriftHigh"].endswith("> 0.25")
 
 
 def test_dashboard_uses_exposed_metrics(exposed: set[str]) -> None:

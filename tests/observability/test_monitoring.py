@@ -8,24 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
 from model_in_image.modelcard import FeatureReference, ReferenceStatistics
-from model_in_image.observability.monitoring import (
-    CONFIDENCE_BUCKETS,
-    PredictionMonitor,
-    SlidingWindow,
-    population_stability_index,
-    top_class,
-)
+from model_in_image.observability.drift import SlidingWindow, population_stability_index
+from model_in_image.observability.monitoring import CONFIDENCE_BUCKETS, PredictionMonitor, top_class
 from support.iris import training_rows
 from support.paths import LABEL_FILE, MODEL_FILE
 from support.prometheus import by_label, samples, value
-from support.samples import JSON, SETOSA, VERSICOLOR, VIRGINICA
+from support.samples import SETOSA, VERSICOLOR, VIRGINICA
 
-from .conftest import Observe, Observed
+from .conftest import Observe, Observed, post_predict
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 SHIFTED = "petal length (cm)"
@@ -36,12 +30,7 @@ BAD = 0.25
 def predict(observed: Observed, rows: Any, batch: int = 100) -> list[list[float]]:
     """rows を batch 行ずつ POST /predict し、確率を返す。"""
     probabilities: list[list[float]] = []
-    data = np.asarray(rows).tolist()
-    for start in range(0, len(data), batch):
-        body = orjson.dumps({"data": data[start : start + batch]})
-        response = observed.client.post("/predict", content=body, headers=JSON)
-        assert response.status_code == 200, response.text
-        prediction = response.json()["prediction"]
+    for prediction in post_predict(observed, rows, batch):
         # シード API は 1 行なら平らな確率、複数行なら行ごとの確率を返す
         probabilities.extend(prediction if isinstance(prediction[0], list) else [prediction])
     return probabilities
@@ -149,25 +138,6 @@ def _monitor(registry: CollectorRegistry, window_rows: int) -> PredictionMonitor
     feature = FeatureReference(name="x", min=0, max=10, edges=[5.0], proportions=[0.5, 0.5])
     reference = ReferenceStatistics(rows=10, features=[feature])
     return PredictionMonitor(registry, ["a", "b"], reference, window_rows=window_rows)
-
-
-def test_psi_is_computed_from_the_sum_of_all_windows() -> None:
-    """ワーカー 2 つの窓（各々は偏っている）を合わせた分布から PSI を出す。"""
-    first, second = CollectorRegistry(), CollectorRegistry()
-    one, two = _monitor(first, window_rows=4), _monitor(second, window_rows=4)
-    probabilities = np.array([[0.9, 0.1]] * 4)
-    one.observe(np.array([[1.0]] * 4), probabilities)  # 全部が下のビン
-    two.observe(np.array([[9.0]] * 4), probabilities)  # 全部が上のビン
-    one.flush()
-    two.flush()
-    combined = list(first.collect()) + list(second.collect())
-    families = {family.name: family for family in one.transform(combined)}
-    assert families["model_feature_drift_window_rows"].samples[0].value == 8
-    (psi,) = families["model_feature_drift_psi"].samples
-    assert psi.labels == {"feature": "x"}
-    assert psi.value == pytest.approx(0.0)  # 合わせれば参照と同じ 50 % / 50 %
-    alone = {family.name: family for family in one.transform(list(first.collect()))}
-    assert alone["model_feature_drift_psi"].samples[0].value > BAD
 
 
 def test_pending_predictions_are_invisible_to_the_gc() -> None:

@@ -11,7 +11,7 @@ import pytest
 from benchmarks.processes import request
 
 from model_in_image.modelcard import ModelCard, bin_counts
-from model_in_image.observability.monitoring import population_stability_index
+from model_in_image.observability.drift import population_stability_index
 from support.iris import training_rows
 from support.paths import CARD_FILE
 from support.prometheus import by_label, value

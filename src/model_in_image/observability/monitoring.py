@@ -2,9 +2,8 @@
 
 リクエストごとには入力と確率の配列への参照を積むだけで、集計はまとめて行う（1 秒ごとの
 メトリクスの反映とスクレイプの直前）。ドリフトはモデルカードの参照分布（modelcard.py の
-ビンの規則）に対する、直近の行の窓の PSI。ワーカーが複数でも正しいよう、各ワーカーは自分の
-窓のビンごとの行数を内部のゲージ（multiprocess_mode=livesum：生きているワーカーの合計）に書き、
-/metrics を返すワーカーがその合計から PSI を計算する。内部のゲージは出力から除く。
+ビンの規則）に対する、直近の行の窓の PSI（drift.py：全ワーカーの合計から計算する）。
+回帰の予測の監視は prediction_drift.py。
 """
 
 from __future__ import annotations
@@ -13,11 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model_in_image.metrics import observe_many
-from model_in_image.modelcard import ReferenceStatistics, bin_counts
+from model_in_image.modelcard import ReferenceStatistics
+from model_in_image.observability.drift import DriftMetrics, WindowDrift
 from model_in_image.runtime import FloatArray
 
 PREDICTIONS = "model_predictions"
@@ -26,55 +25,13 @@ OUT_OF_RANGE = "model_input_out_of_range"
 DRIFT_PSI = "model_feature_drift_psi"
 WINDOW_ROWS = "model_feature_drift_window_rows"
 WINDOW_BINS = "model_feature_drift_window_bin_rows"  # 内部：窓のビンごとの行数（出力しない）
+FEATURE_DRIFT = DriftMetrics("feature", DRIFT_PSI, WINDOW_ROWS, WINDOW_BINS, "入力の特徴量")
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-# 空のビンの割合の下限（0 の対数を避ける。よく使われる 0.0001）
-PSI_FLOOR = 1e-4
 # これだけ積んだら次の反映を待たずにまとめる（メモリの上限）
 MAX_PENDING_ARRAYS = 1024
 MAX_PENDING_ROWS = 8192
 # これ以下のクラス数なら最大の確率を列ごとに求める（top_class）
 MAX_COLUMNWISE_CLASSES = 32
-
-
-def population_stability_index(
-    counts: Sequence[float] | FloatArray, expected: Sequence[float]
-) -> float:
-    """PSI = Σ (実際の割合 − 参照の割合) × ln(実際 / 参照)。割合は PSI_FLOOR 以上に切り上げる。"""
-    observed = np.asarray(counts, dtype=np.float64)
-    actual = np.maximum(observed / observed.sum(), PSI_FLOOR)
-    reference = np.maximum(np.asarray(expected, dtype=np.float64), PSI_FLOOR)
-    return float(np.sum((actual - reference) * np.log(actual / reference)))
-
-
-class SlidingWindow:
-    """直近 capacity 行を持つリングバッファ（行の順は問わない：ビンの行数にしか使わない）。"""
-
-    def __init__(self, capacity: int, width: int) -> None:
-        self.data = np.zeros((capacity, width), dtype=np.float64)
-        self.size = 0
-        self._next = 0
-
-    def extend(self, rows: FloatArray) -> None:
-        """行を足し、あふれた古い行を捨てる。"""
-        capacity = len(self.data)
-        count = len(rows)
-        if count >= capacity:
-            self.data[:] = rows[count - capacity :]
-            self.size, self._next = capacity, 0
-            return
-        end = self._next + count
-        if end <= capacity:
-            self.data[self._next : end] = rows
-        else:
-            split = capacity - self._next
-            self.data[self._next :] = rows[:split]
-            self.data[: end - capacity] = rows[split:]
-        self._next = end % capacity
-        self.size = min(capacity, self.size + count)
-
-    def rows(self) -> FloatArray:
-        """窓の中の行。"""
-        return self.data[: self.size]
 
 
 def top_class(probabilities: FloatArray) -> tuple[FloatArray, np.ndarray[Any, Any]]:
@@ -127,11 +84,12 @@ class PredictionMonitor:
             )
         if reference is None:
             return
-        self.features = [ref.name or str(i) for i, ref in enumerate(reference.features)]
-        self._index = {name: i for i, name in enumerate(self.features)}
+        self.drift = WindowDrift(
+            registry, reference.features, FEATURE_DRIFT, window_rows=window_rows
+        )
+        self.features = self.drift.columns
         self._min = np.array([ref.min for ref in reference.features])
         self._max = np.array([ref.max for ref in reference.features])
-        self.window = SlidingWindow(window_rows, len(reference.features))
         outside = Counter(
             OUT_OF_RANGE,
             "参照データの最小・最大の外にあった入力の値の数",
@@ -139,17 +97,6 @@ class PredictionMonitor:
             registry=registry,
         )
         self._out_of_range = [outside.labels(name) for name in self.features]
-        bins = Gauge(
-            WINDOW_BINS,
-            "ドリフトの窓のビンごとの行数（内部用、/metrics には出さない）",
-            ["feature", "bin"],
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self._bins = [
-            [bins.labels(name, str(b)) for b in range(len(ref.proportions))]
-            for name, ref in zip(self.features, reference.features, strict=True)
-        ]
 
     def observe(self, features: FloatArray, probabilities: FloatArray) -> None:
         """推論 1 回の入力と確率を積む（参照だけ、コピーも計算もしない）。"""
@@ -181,44 +128,18 @@ class PredictionMonitor:
         if self.reference is not None and self._features:
             features = np.concatenate(self._features)  # 型はそのまま（比較は float64 で行われる）
             self._features.clear()
-            self._observe_features(features, self.reference)
+            self._observe_features(features)
 
-    def _observe_features(self, features: FloatArray, reference: ReferenceStatistics) -> None:
-        """範囲外の値を数え、窓に足して、窓のビンごとの行数をゲージに書く。"""
+    def _observe_features(self, features: FloatArray) -> None:
+        """範囲外の値を数え、ドリフトの窓に足す。"""
         outside = np.count_nonzero((features < self._min) | (features > self._max), axis=0)
         for child, count in zip(self._out_of_range, outside.tolist(), strict=True):
             if count:
                 child.inc(count)
-        self.window.extend(features)
-        window = self.window.rows()
-        for j, ref in enumerate(reference.features):
-            counts = bin_counts(ref.edges, window[:, j]).tolist()
-            for gauge, count in zip(self._bins[j], counts, strict=True):
-                gauge.set(count)
+        self.drift.extend(features)
 
     def transform(self, families: list[Any]) -> list[Any]:
         """内部のゲージ（全ワーカーの合計）を PSI と窓の行数に置き換える。"""
-        kept = [family for family in families if family.name != WINDOW_BINS]
         if self.reference is None:
-            return kept
-        counts = [np.zeros(len(ref.proportions)) for ref in self.reference.features]
-        for family in families:
-            if family.name != WINDOW_BINS:
-                continue
-            for sample in family.samples:
-                feature = self._index.get(sample.labels.get("feature", ""))
-                if feature is not None and sample.name == WINDOW_BINS:
-                    counts[feature][int(sample.labels["bin"])] += sample.value
-        rows = int(counts[0].sum())
-        kept.append(GaugeMetricFamily(WINDOW_ROWS, "ドリフトの窓の行数（全ワーカーの合計）", rows))
-        if rows < self.window_rows:  # 窓が埋まるまでは PSI を出さない（少ない行の PSI は揺れる）
-            return kept
-        psi = GaugeMetricFamily(
-            DRIFT_PSI,
-            "入力の特徴量ごとの PSI（直近の窓 対 モデルカードの参照分布）",
-            labels=["feature"],
-        )
-        for name, ref, observed in zip(self.features, self.reference.features, counts, strict=True):
-            psi.add_metric([name], population_stability_index(observed, ref.proportions))
-        kept.append(psi)
-        return kept
+            return families
+        return self.drift.transform(families)

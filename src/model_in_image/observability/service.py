@@ -12,6 +12,7 @@ from model_in_image.dataplane import DataPlane
 from model_in_image.metrics import Metrics
 from model_in_image.observability.access_log import AccessLog
 from model_in_image.observability.monitoring import PredictionMonitor
+from model_in_image.observability.monitors import prediction_monitors
 from model_in_image.observability.prediction_log import HttpSink, PredictionLog, Sink, StreamSink
 from model_in_image.observability.telemetry import RequestTelemetry
 from model_in_image.observability.tracing import configure_tracing
@@ -56,20 +57,14 @@ class Observability:
         if tracing is not None:
             self.telemetry.tracing = tracing
             listeners.append(tracing.observe)
-        # 予測の監視はクラスの確率 [N, C] を数える：回帰・テンソル・ロジットの値には使わない
-        monitored = dataplane.model.gives_probabilities
-        if metrics is not None and settings.prediction_monitoring and monitored:
-            reference = dataplane.card.reference if dataplane.card is not None else None
-            # クラスの指標は値が確率で、クラス名のあるモデルだけ
-            classes = dataplane.model.gives_probabilities and dataplane.classes is not None
-            self.monitor = PredictionMonitor(
-                metrics.registry,
-                dataplane.labels if classes else None,
-                reference,
-                window_rows=settings.drift_window_rows,
-            )
-            metrics.extensions.append(self.monitor)
-            listeners.append(self.monitor.observe)
+        if metrics is not None and settings.prediction_monitoring:
+            # 種類ごとの監視（クラスの指標・入力のドリフト・回帰の予測のドリフト）
+            rows = settings.drift_window_rows
+            for monitor in prediction_monitors(dataplane, metrics.registry, window_rows=rows):
+                if isinstance(monitor, PredictionMonitor):
+                    self.monitor = monitor
+                metrics.extensions.append(monitor)
+                listeners.append(monitor.observe)
         if settings.prediction_log_sample_rate > 0:
             self.prediction_log = PredictionLog(
                 self._sink(),
