@@ -1,8 +1,8 @@
 """gRPC の負荷を h2load（nghttp2 の C の HTTP/2 負荷ツール）でかける：クライアントが律速しない。
 
 gRPC は HTTP/2 の POST（content-type: application/grpc、te: trailers、本文は 5 バイトの枠 +
-protobuf）なので、前もって直列化したリクエストを枠に入れたファイルを h2load の -d で送れば、ワイヤー上は
-grpc のクライアントと同じ RPC になる。接続数 = 同時リクエスト数（-c、-m1：接続ごとに 1 本）。
+protobuf）なので、前もって直列化したリクエストを枠に入れたファイルを h2load の -d で送れば、
+ワイヤー上は grpc のクライアントと同じ RPC になる。接続数 = 同時リクエスト数（-c、-m1：接続ごとに 1 本）。
 h2load は HTTP の状態（常に 200）しか見ないので、gRPC の状態は呼び出し側がサーバーの
 /metrics で数える（measure.grpc_failures）。p50/p99 は --log-file の 1 件ごとの時間から。
 
