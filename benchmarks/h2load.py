@@ -2,7 +2,7 @@
 
 gRPC は HTTP/2 の POST（content-type: application/grpc、te: trailers、本文は 5 バイトの枠 +
 protobuf）なので、前もって直列化したリクエストを枠に入れたファイルを h2load の -d で送れば、
-ワイヤー上は grpc のクライアントと同じ RPC になる。接続数 = 同時リクエスト数（-c、-m1：接続ごとに 1 本）。
+ワイヤー上は grpc のクライアントと同じ RPC になる。接続数 = 同時リクエスト数（-c、-m1）。
 h2load は HTTP の状態（常に 200）しか見ないので、gRPC の状態は呼び出し側がサーバーの
 /metrics で数える（measure.grpc_failures）。p50/p99 は --log-file の 1 件ごとの時間から。
 
