@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from benchmarks import grpc_load, h2load
+from benchmarks import grpc_load, grpc_models, h2load
 
 from support.servers import LiveServer, running_server
 
@@ -79,3 +79,14 @@ def test_h2load_sends_a_framed_grpc_message() -> None:
         "h2load", "http://127.0.0.1:1/x", Path("b"), Path("l"), connections=64, seconds=5
     )
     assert {"-c64", "-m1", "-D5", "content-type: application/grpc", "te: trailers"} <= set(argv)
+
+
+@pytest.mark.parametrize("model", ["aio", "sync-2"])
+def test_minimal_server_models_answer_a_model_infer(model: str) -> None:
+    """benchmarks.grpc_models の最小のサーバー（床）も本物の RPC に答える。"""
+    process, target = grpc_models.start(model)
+    try:
+        assert "outputs ['probabilities', 'label']" in grpc_load.check(target, 1)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
