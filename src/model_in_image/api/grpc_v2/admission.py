@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 # C-core の計数を読み直す間隔（秒）：古さはこれ以下
 SAMPLE_SECONDS = 0.005
-# 読み直しの間隔は最後に読んだ時間のこの倍以上（読む費用を 2 % 以下に抑える）
-COST_FACTOR = 50
+# 読み直しの間隔は最後に読んだ時間のこの倍以上（読む費用を 1 % 以下に抑える）
+COST_FACTOR = 100
 # これだけ RPC が来なければ C-core の待ち行列は空と見なす（秒）
 IDLE_SECONDS = 0.05
 
