@@ -148,8 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any("{mlp_model}" in value for v in variants for value in v.env.values()):
             values["mlp_model"] = str(write_mlp(Path(tmp) / "mlp.onnx"))
         if args.baseline:
-            values["baseline_src"] = str(extract_src(args.baseline, Path(tmp) / "baseline"))
-            variants.insert(0, baseline_variant(args.baseline))
+            src = extract_src(args.baseline, Path(tmp) / "baseline")
+            values["baseline_src"] = str(src)
+            grpc = (src / "model_in_image" / "api" / "grpc_v2").is_dir()
+            variants.insert(0, baseline_variant(args.baseline, grpc=grpc))
         scripts = {}
         for load in LOADS:
             if load.api == GRPC:  # gRPC は wrk でなく benchmarks.grpc_load で送る

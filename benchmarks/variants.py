@@ -239,14 +239,17 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
-def baseline_variant(ref: str) -> Variant:
-    """git の ref 時点の src を同じ仮想環境で動かす variant（変更の前後を同じ回で比べる）。"""
+def baseline_variant(ref: str, *, grpc: bool = False) -> Variant:
+    """git の ref 時点の src を同じ仮想環境で動かす variant（変更の前後を同じ回で比べる）。
+
+    grpc は ref の src に gRPC があるとき True（gRPC の負荷も前後で比べる）。
+    """
     return Variant(
         name="baseline",
         description=f"model-in-image serve from src at {ref} (same venv, PYTHONPATH)",
         argv=("{python}", "-m", "model_in_image.cli", "serve"),
         env={**_OURS_ENV, "PYTHONPATH": "{baseline_src}"},
-        apis=(SEED, V2),  # 古い REF には gRPC が無い
+        apis=(SEED, V2, GRPC) if grpc else (SEED, V2),  # 古い REF には gRPC が無い
     )
 
 
