@@ -22,7 +22,7 @@ from model_in_image.transport.connections import count_in_flight, requests_in_fl
 
 logger = logging.getLogger(__name__)
 
-# C-core の計数を読み直す間隔（秒）：古さはこれ以下
+# C-core の計数を読み直す最短の間隔（秒）
 SAMPLE_SECONDS = 0.005
 # 読み直しの間隔は最後に読んだ時間のこの倍以上（読む費用を 1 % 以下に抑える）
 COST_FACTOR = 100
