@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report, wrk
+from benchmarks import grpc_load, protocols, report, wrk
 from benchmarks.environment import find_uv, gunicorn_worker_class, metadata
 from benchmarks.heavy_model import write_mlp
 from benchmarks.measure import FULL, QUICK, Plan, Runner
@@ -61,6 +61,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk のスレッド数")
     parser.add_argument(
+        "--grpc-client",
+        choices=grpc_load.CLIENTS,
+        default="auto",
+        help="gRPC の負荷クライアント（auto: h2load があれば h2load、無ければ Python）",
+    )
+    parser.add_argument(
         "--idle-pct",
         type=float,
         help="起動前にマシンの CPU 使用率がこの %% 未満になるまで最大 30 秒待つ（0 で待たない）",
@@ -87,7 +93,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     unknown = set(loads) - {ld.key for ld in LOADS}
     if unknown:
         raise SystemExit(f"unknown loads: {sorted(unknown)}")
-    plan = replace(plan, loads=loads, threads=args.threads)
+    plan = replace(plan, loads=loads, threads=args.threads, grpc_client=args.grpc_client)
     if args.repeats:
         plan = replace(plan, repeats=args.repeats)
     if args.seconds:
@@ -142,8 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any("{mlp_model}" in value for v in variants for value in v.env.values()):
             values["mlp_model"] = str(write_mlp(Path(tmp) / "mlp.onnx"))
         if args.baseline:
-            values["baseline_src"] = str(extract_src(args.baseline, Path(tmp) / "baseline"))
-            variants.insert(0, baseline_variant(args.baseline))
+            src = extract_src(args.baseline, Path(tmp) / "baseline")
+            values["baseline_src"] = str(src)
+            grpc = (src / "model_in_image" / "api" / "grpc_v2").is_dir()
+            variants.insert(0, baseline_variant(args.baseline, grpc=grpc))
         scripts = {}
         for load in LOADS:
             if load.api == GRPC:  # gRPC は wrk でなく benchmarks.grpc_load で送る
@@ -159,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" repeats, {plan.seconds} s per point; about {minutes:.1f} min"
         )
         print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs; textbook model {model}")
+        if any(key.startswith(f"{GRPC}-") for key in plan.loads):
+            print(f"gRPC load client: {grpc_load.chosen(plan.grpc_client)}")
         if skipped:
             print(f"skipped (setting not present): {', '.join(skipped)}")
         started = time.monotonic()
@@ -171,10 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return finish(args, plan, meta, runner, samples, time.monotonic() - started)
 
 
-def protocol_pairs() -> list[tuple[str, str, str]]:
-    """（説明, V2 REST の負荷, gRPC の負荷）：同じ行数・同時接続数の組。"""
+def protocol_pairs() -> list[tuple[str, int, str, str]]:
+    """（説明, 行数, V2 REST の負荷, gRPC の負荷）：同じ行数・同時接続数の組。"""
     return [
-        (f"{rows} row(s), c={conns}", f"{V2}-r{rows}-c{conns}", f"{GRPC}-r{rows}-c{conns}")
+        (f"{rows} row(s), c={conns}", rows, f"{V2}-r{rows}-c{conns}", f"{GRPC}-r{rows}-c{conns}")
         for rows, conns in PROTOCOL_POINTS
     ]
 
@@ -210,10 +220,11 @@ def finish(
     print(report.render_table(points, labels))
     print()
     print(report.render_ratios(report.ratios(points), labels))
-    protocols = report.render_protocols(points, protocol_pairs())
-    if protocols:
-        print("\ngRPC vs V2 REST (JSON), same rows and concurrency:")
-        print(protocols)
+    pairs = protocols.pairs_of(samples, protocol_pairs())
+    if pairs:
+        print("\ngRPC vs V2 REST (JSON), same rows and concurrency (ratios per repeat):")
+        print(protocols.render_protocols(pairs))
+        print(protocols.render_targets(pairs))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stem = args.out / f"bench-{'quick' if plan.quick else 'full'}-{stamp}"
     report.write_json(stem.with_suffix(".json"), meta, samples, points)

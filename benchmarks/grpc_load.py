@@ -1,10 +1,13 @@
-"""gRPC の負荷クライアント（asyncio + grpc.aio、有限の時間と件数）と結果の解析。
+"""gRPC の負荷クライアントと結果の解析：h2load（C、既定）か asyncio + grpc.aio（予備）。
 
-ghz は PyPI・npm・Debian のどれからも入らないので、この小さなクライアントで ModelInfer を送る。
-wrk と同じく別プロセスで動かし（その CPU はクライアントの分として数える）、接続数 = 同時
-リクエスト数（wrk の -c と同じ）、リクエストは前もって直列化した同じバイト列（tritonclient と
-同じ raw_input_contents）。応答は解析しない（状態コードだけを見る）ので、クライアントの負担は
-できるだけ小さい。結果は 1 行の JSON（MARKER で始まる）で返す。
+ghz は PyPI・npm・Debian のどれからも入らない。既定は h2load（benchmarks.h2load、nghttp2 の C の
+負荷ツール）：1 RPC あたりのクライアントの CPU が小さく、2 コアのマシンでもクライアントが律速
+しない。h2load が無ければ（または --grpc-client python）この小さな Python のクライアントで送る
+（1 RPC に 170〜300 µs の CPU を使うので、req/s はクライアントにも押さえられる）。
+どちらも wrk と同じく別プロセスで動かし（その CPU はクライアントの分として数える）、接続数 =
+同時リクエスト数（wrk の -c と同じ）、リクエストは前もって直列化した同じバイト列（tritonclient と
+同じ raw_input_contents）。応答は解析しない（状態コードだけを見る）。Python のクライアントの
+結果は 1 行の JSON（MARKER で始まる）で返す。
 
     python -m benchmarks.grpc_load --target 127.0.0.1:8081 --rows 64 --connections 64 --seconds 5
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import h2load
 from benchmarks.variants import ROOT, SPECIES_ROWS
 from benchmarks.wrk import WrkResult, marked_json
 
@@ -35,6 +39,8 @@ MAX_SECONDS = 600
 MAX_CONNECTIONS = 1024
 # 接続の確立と最初の呼び出しを計測から外す時間（秒）
 SETTLE_SECONDS = 0.3
+# --grpc-client の選択肢：auto は h2load があれば h2load、無ければ python
+CLIENTS = ("auto", "h2load", "python")
 
 
 def request_bytes(rows: int, model: str = MODEL) -> bytes:
@@ -160,8 +166,29 @@ def command(target: str, *, rows: int, connections: int, seconds: int) -> list[s
     ]
 
 
-def run(target: str, *, rows: int, connections: int, seconds: int) -> WrkResult:
+def chosen(client: str = "auto") -> str:
+    """実際に使うクライアントの名前（h2load か python）。h2load を指定して無ければ失敗する。"""
+    if client not in CLIENTS:
+        raise ValueError(f"unknown gRPC load client {client!r} (choose from {', '.join(CLIENTS)})")
+    if client == "python":
+        return client
+    if h2load.find() is None:
+        if client == "h2load":
+            raise RuntimeError("h2load not found: install it (Debian/Ubuntu: nghttp2-client)")
+        return "python"
+    return "h2load"
+
+
+def run(
+    target: str, *, rows: int, connections: int, seconds: int, client: str = "auto"
+) -> WrkResult:
     """クライアントを 1 回実行する（wrk.run と同じ役割）。"""
+    if chosen(client) == "h2load":
+        path = h2load.find()
+        assert path is not None
+        url = f"http://{target}{METHOD}"
+        body = request_bytes(rows)
+        return h2load.run(path, url, body, connections=connections, seconds=seconds)
     argv = command(target, rows=rows, connections=connections, seconds=seconds)
     done = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=False

@@ -8,7 +8,7 @@ from __future__ import annotations
 import resource
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks import grpc_load, procstat, report, wrk
@@ -21,10 +21,20 @@ from benchmarks.processes import (
     request,
     server_env,
 )
-from benchmarks.variants import GRPC, IRIS, LOADS, Load, Variant, expand, loads_for
+from benchmarks.variants import (
+    GRPC,
+    GRPC_MODEL_INFER,
+    IRIS,
+    LOADS,
+    Load,
+    Variant,
+    expand,
+    loads_for,
+)
 
 MB = 1024 * 1024
 BATCH_ROWS = "model_in_image_inference_batch_rows"
+REQUESTS_TOTAL = "model_in_image_requests_total{"
 WARMUP = next(ld for ld in LOADS if ld.key == "c64")
 
 
@@ -40,6 +50,8 @@ class Plan:
     workers: tuple[int, ...]
     loads: tuple[str, ...]
     threads: int = 1
+    # gRPC の負荷クライアント（grpc_load.CLIENTS：auto は h2load があれば h2load）
+    grpc_client: str = "auto"
     # 各サーバーの起動前に、マシン全体の CPU 使用率がこれ未満になるまで待つ（0 で待たない）
     idle_pct: float = 30.0
     idle_wait_s: float = 30.0
@@ -97,12 +109,35 @@ def generate(
     """負荷をかける：HTTP は wrk、gRPC は benchmarks.grpc_load（どちらも別プロセス）。"""
     if load.api == GRPC:
         target = f"{HOST}:{server.grpc_port}"
-        return grpc_load.run(target, rows=load.rows, connections=load.connections, seconds=seconds)
+        client = grpc_load.chosen(plan.grpc_client)
+        failed = grpc_failures(server) if client == "h2load" else 0
+        result = grpc_load.run(
+            target, rows=load.rows, connections=load.connections, seconds=seconds, client=client
+        )
+        if client == "h2load":  # h2load は HTTP の 200 しか見ない：gRPC の状態はサーバーで数える
+            result = replace(result, non_2xx=result.non_2xx + grpc_failures(server) - failed)
+        return result
     assert script is not None, load.key
     url = f"http://{HOST}:{server.port}{load.path}"
     return wrk.run(
         wrk_path, url, script, connections=load.connections, seconds=seconds, threads=plan.threads
     )
+
+
+def grpc_failures(server: Server) -> int:
+    """/metrics の ModelInfer の OK 以外の数（h2load は gRPC の状態を見ないので、サーバーで）。"""
+    try:
+        status, body = request(server.port, "GET", "/metrics")
+    except OSError:
+        return 0
+    if status != 200:
+        return 0
+    route = f'route="{GRPC_MODEL_INFER}"'
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(REQUESTS_TOTAL) and route in line and 'status="200"' not in line:
+            total += float(line.rpartition(" ")[2])
+    return int(total)
 
 
 def batch_totals(server: Server) -> tuple[float, float]:

@@ -207,31 +207,6 @@ def render_ratios(items: Sequence[Ratio], load_labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def render_protocols(points: Sequence[Point], pairs: Sequence[tuple[str, str, str]]) -> str:
-    """gRPC と REST を同じ行数・同じ同時接続数で並べた表（Markdown）。
-
-    pairs は（説明, REST の負荷, gRPC の負荷）。両方を測った点だけを出す。
-    """
-    index = {(p.variant, p.workers, p.load): p for p in points}
-    lines = [
-        "| workers | server | load | REST req/s | REST p99 ms | gRPC req/s | gRPC p99 ms "
-        "| gRPC/REST req/s |",
-        "|---:|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for variant, workers in dict.fromkeys((p.variant, p.workers) for p in points):
-        for label, rest_key, grpc_key in pairs:
-            rest = index.get((variant, workers, rest_key))
-            grpc = index.get((variant, workers, grpc_key))
-            if rest is None or grpc is None:
-                continue
-            lines.append(
-                f"| {workers} | {variant} | {label} | {_with_range(rest.rps)} "
-                f"| {_with_range(rest.p99_ms, 2)} | {_with_range(grpc.rps)} "
-                f"| {_with_range(grpc.p99_ms, 2)} | {_with_range(ratio(grpc.rps, rest.rps), 2)}× |"
-            )
-    return "\n".join(lines) if len(lines) > 2 else ""
-
-
 def write_json(
     path: Path, meta: dict[str, Any], samples: Sequence[Sample], points: Sequence[Point]
 ) -> None:

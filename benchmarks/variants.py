@@ -82,10 +82,11 @@ LOADS: tuple[Load, ...] = (
     Load("c16", "1 row, c=16", "/predict", 1, 16),
     Load("c64", "1 row, c=64", "/predict", 1, 64),
     Load("batch64", "64 rows, c=16", "/predict", 64, 16),
+    # REST と gRPC を交互に（同じ点の 2 つを近い時刻に測る）
     *(
         Load(f"{api}-r{rows}-c{conns}", f"{name} {rows} row(s), c={conns}", path, rows, conns, api)
-        for api, name, path in ((V2, "V2 REST", V2_INFER), (GRPC, "gRPC", GRPC_MODEL_INFER))
         for rows, conns in PROTOCOL_POINTS
+        for api, name, path in ((V2, "V2 REST", V2_INFER), (GRPC, "gRPC", GRPC_MODEL_INFER))
     ),
     Load("mlp-c1", "MLP 1 row, c=1", "/predict", 1, 1, model=MLP),
     Load("mlp-c64", "MLP 1 row, c=64", "/predict", 1, 64, model=MLP),
@@ -238,14 +239,17 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
-def baseline_variant(ref: str) -> Variant:
-    """git の ref 時点の src を同じ仮想環境で動かす variant（変更の前後を同じ回で比べる）。"""
+def baseline_variant(ref: str, *, grpc: bool = False) -> Variant:
+    """git の ref 時点の src を同じ仮想環境で動かす variant（変更の前後を同じ回で比べる）。
+
+    grpc は ref の src に gRPC があるとき True（gRPC の負荷も前後で比べる）。
+    """
     return Variant(
         name="baseline",
         description=f"model-in-image serve from src at {ref} (same venv, PYTHONPATH)",
         argv=("{python}", "-m", "model_in_image.cli", "serve"),
         env={**_OURS_ENV, "PYTHONPATH": "{baseline_src}"},
-        apis=(SEED, V2),  # 古い REF には gRPC が無い
+        apis=(SEED, V2, GRPC) if grpc else (SEED, V2),  # 古い REF には gRPC が無い
     )
 
 

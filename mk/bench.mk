@@ -20,8 +20,8 @@ bench-batch: | $(UV) ## バッチ推論（predict）と最小の numpy + ONNX Ru
 	$(SERVE_RUN) python -m benchmarks.batch $(BENCH_ARGS)
 
 .PHONY: bench-protocols
-bench-protocols: install ## gRPC と V2 REST を同じ行数・同時接続数で比べる（1・64 行 × c=1・64、約 4 分）
-	$(RUN) python -m benchmarks --variants ours --loads protocols,c1,c64 --workers 1 --uv "$(UV)" $(BENCH_ARGS)
+bench-protocols: install ## gRPC と V2 REST の req/s・CPU/呼び出し・比（1・64 行 × c=1・64、約 5 分、h2load を推奨）
+	$(RUN) python -m benchmarks --variants ours --loads protocols --workers 1 --uv "$(UV)" $(BENCH_ARGS)
 
 .PHONY: loadtest
 loadtest: | $(UV) ## 動いているサーバーに locust で負荷をかけ目標を確かめる（URL=...）

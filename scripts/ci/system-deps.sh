@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI とテストが必要とする Debian パッケージを入れる（既にあれば何もしない）。
 set -euo pipefail
-PACKAGES=(docker.io debootstrap wrk chromium fonts-ipafont-gothic curl ca-certificates python3-venv)
+PACKAGES=(docker.io debootstrap wrk nghttp2-client chromium fonts-ipafont-gothic curl ca-certificates python3-venv)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmarks import grpc_load, procstat, report, wrk
+from benchmarks import grpc_load, procstat, protocols, report, wrk
 from benchmarks.cli import extract_src, make_plan, parse_args, select_variants
 from benchmarks.environment import gunicorn_worker_class
 from benchmarks.heavy_model import write_mlp
@@ -323,20 +323,38 @@ def test_v2_load_body_is_an_inference_request() -> None:
     assert load.path == "/v2/models/iris_svc/infer"
 
 
-def _protocol_points() -> list[report.Point]:
-    samples = [
-        dataclasses.replace(_sample("ours", 6000, 80), load="v2-r1-c1", p99_ms=5.0),
-        dataclasses.replace(_sample("ours", 1500, 400), load="grpc-r1-c1", p99_ms=4.0),
+def _protocol_samples() -> list[report.Sample]:
+    rest = dataclasses.replace(_sample("ours", 6000, 80), load="v2-r1-c1", p99_ms=5.0)
+    grpc = dataclasses.replace(_sample("ours", 1500, 400), load="grpc-r1-c1", p99_ms=4.0)
+    later = dataclasses.replace(grpc, repeat=1)  # REST の無い反復：比に入れない
+    return [rest, grpc, later]
+
+
+def test_protocol_table_pairs_rest_and_grpc_per_repeat() -> None:
+    pairs = [
+        ("1 row(s), c=1", 1, "v2-r1-c1", "grpc-r1-c1"),
+        ("64 row(s), c=1", 64, "v2-r64-c1", "x"),
     ]
-    return report.aggregate(samples)
-
-
-def test_protocol_table_pairs_rest_and_grpc() -> None:
-    pairs = [("1 row(s), c=1", "v2-r1-c1", "grpc-r1-c1"), ("64 row(s), c=1", "v2-r64-c1", "x")]
-    table = report.render_protocols(_protocol_points(), pairs)
-    assert "| 2 | ours | 1 row(s), c=1 | 6,000 | 5.00 | 1,500 | 4.00 | 0.25× |" in table
+    items = protocols.pairs_of(_protocol_samples(), pairs)
+    table = protocols.render_protocols(items)
+    assert (
+        "| 2 | ours | 1 row(s), c=1 | 6,000 | 1,500 | 0.25× | 80 | 400 | 5.00× | 5.00 | 4.00 |"
+        in table
+    )
     assert "64 row(s)" not in table  # 片方しか測っていない点は出さない
-    assert report.render_protocols(_points(), pairs) == ""
+    assert protocols.render_targets(items) == (
+        "workers 2 ours 1 row(s), c=1: gRPC/REST CPU 5.00× (target ≤ 2.00×): missed by 150 %"
+    )
+    assert protocols.render_protocols(protocols.pairs_of([_sample("ours", 6000, 80)], pairs)) == ""
+
+
+def test_targets_say_met_when_grpc_is_ahead() -> None:
+    rest = dataclasses.replace(_sample("ours", 3000, 150), load="v2-r64-c64")
+    grpc = dataclasses.replace(_sample("ours", 4500, 200), load="grpc-r64-c64")
+    items = protocols.pairs_of(
+        [rest, grpc], [("64 row(s), c=64", 64, "v2-r64-c64", "grpc-r64-c64")]
+    )
+    assert protocols.render_targets(items).endswith("gRPC/REST req/s 1.50× (target ≥ 1.00×): met")
 
 
 def test_grpc_load_output_is_parsed_like_wrk() -> None:

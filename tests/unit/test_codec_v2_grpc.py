@@ -61,6 +61,18 @@ def test_large_raw_input_uses_the_array_path(dataplane: DataPlane) -> None:
     assert info.value.errors[0]["loc"] == ["raw_input_contents", 0, 70, 2]
 
 
+def test_raw_fp32_reaches_the_model_without_a_copy(dataplane: DataPlane) -> None:
+    """[N, 4] の FP32 の raw は np.frombuffer のまま（コピーなし）。NaN は一般の経路で断る。"""
+    features = features_of(dataplane, raw(ROWS))
+    assert not features.flags.owndata
+    np.testing.assert_array_equal(features, ROWS.astype(np.float32))
+    bad = ROWS[:1].copy()
+    bad[0, 1] = np.nan
+    with pytest.raises(InvalidInputError) as info:
+        features_of(dataplane, raw(bad))
+    assert info.value.errors[0]["loc"] == ["raw_input_contents", 0, 0, 1]
+
+
 def test_mixed_contents_fields_are_rejected(dataplane: DataPlane) -> None:
     request = typed(ROWS[:1])
     request.inputs[0].contents.fp64_contents.extend([1.0])

@@ -201,3 +201,28 @@ def test_channelz_reader_sees_calls_of_a_live_server() -> None:
     idle, after = asyncio.run(run())
     assert idle == 0
     assert after == 0  # 始まった 1 件は終わったと数えられる
+
+
+def test_an_expensive_core_read_is_repeated_less_often(
+    state: ServerState, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """channelz の 1 回の読みは接続の数とともに重くなる：間隔は読んだ時間の COST_FACTOR 倍以上。"""
+    monkeypatch.setattr(admission, "requests_in_flight", lambda: 0)
+    cost = 0.002  # 64 接続で測った 1 回の読みと同じ桁
+
+    class SlowCore(Core):
+        def __call__(self) -> int:
+            clock.now += cost
+            return super().__call__()
+
+    core = SlowCore()
+    gate = Admission(LIMIT, state)
+    gate.watch_core(core)
+    core.calls = 1
+    decide(gate)
+    for _ in range(50):  # SAMPLE_SECONDS ごとに RPC が来ても、読みは間隔が過ぎるまで待つ
+        clock.now += SAMPLE_SECONDS
+        decide(gate)
+    elapsed = 50 * SAMPLE_SECONDS + core.reads * cost
+    assert core.reads <= 1 + elapsed / (admission.COST_FACTOR * cost)
+    assert core.reads >= 2  # 読み直しは続く

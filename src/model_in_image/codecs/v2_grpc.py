@@ -8,6 +8,7 @@ raw_output_contents、parameters が InferParameter であることだけ。
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,18 @@ TYPED_FIELDS = {
 }
 
 
+# raw_input_contents の速い経路の型（リトルエンディアンの float32）
+_FP32 = np.dtype("<f4")
+
+
 def feeds_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> Feeds:
     """入力テンソルを検証済みのモデルの入力にする（規則は REST・シード API と同じ）。"""
-    pairs = v2.match_inputs(dataplane, request.inputs)
     raw = request.raw_input_contents
+    if len(raw) == 1 and len(request.inputs) == 1:
+        fast = _raw_fp32(dataplane, request.inputs[0], raw[0])
+        if fast is not None:
+            return fast
+    pairs = v2.match_inputs(dataplane, request.inputs)
     if raw and len(raw) != len(request.inputs):
         raise v2.bad_request(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
@@ -62,6 +71,35 @@ def feeds_of(dataplane: DataPlane, request: pb.ModelInferRequest) -> Feeds:
     if raw:
         return v2.build_feeds(dataplane, pairs, values, ("raw_input_contents",), ())
     return v2.build_feeds(dataplane, pairs, values, ("inputs",), ("contents",))
+
+
+def _raw_fp32(
+    dataplane: DataPlane, tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes
+) -> Feeds | None:
+    """速い経路：[N, 幅] の FP32 の raw を float32 のモデルへコピーなしで渡す（np.frombuffer）。
+
+    型・形・行数・バイト数が合い、値がすべて有限のときだけ。それ以外は None を返し、一般の
+    経路（feeds_of の残り）が同じ規則で確かめて、同じ誤りの文面と場所で断る。
+    """
+    width = dataplane.input_width
+    spec = dataplane.model.signature.inputs[0]
+    shape = tensor.shape
+    if (
+        width is None
+        or tensor.datatype != "FP32"
+        or spec.dtype != _FP32
+        or len(shape) != 2
+        or len(spec.shape) != 2
+        or shape[1] != width
+        or not 1 <= shape[0] <= dataplane.limits.max_rows
+        or len(raw) != shape[0] * width * 4
+        or tensor.HasField("contents")
+    ):
+        return None
+    array = np.frombuffer(raw, dtype=_FP32).reshape(shape[0], width)
+    if not np.isfinite(array).all():  # float32 の範囲 = 有限（NaN・inf は一般の経路で断る）
+        return None
+    return {spec.name: array}
 
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> Any:
@@ -86,7 +124,7 @@ def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> Any:
             raise v2.bad_request(f"input {tensor.name!r}: BYTES element is not UTF-8") from None
     if tensor.datatype in ("FP32", "FP64"):  # 型は protobuf が保証：速い経路のために数の配列に
         shape = list(tensor.shape)
-        count = int(np.prod(shape)) if shape else 1
+        count = prod(shape)
         if len(values) != count:
             raise v2.bad_request(
                 f"input {tensor.name!r}: contents.{field} has {len(values)} values but shape "

@@ -3,7 +3,9 @@
 grpc.aio は受け取った RPC を C-core の待ち行列から 1 周回に 1 件ずつしか取り出さない。なので
 押し寄せた RPC は Python からは見えない C-core の中で待ち、Python の中の処理中の数は上限に
 届かない（c=2000 でも 5〜7 件）。待っている数は C-core の channelz の計数（始まった RPC −
-終わった RPC）で読む：読むのは数 ms に 1 回（1 回 70 µs ほど）。
+終わった RPC）で読む。読むのは数 ms に 1 回だが、1 回の費用は接続の数とともに増える（接続 0 で
+0.1〜0.4 ms、64 本で数 ms）ので、読む間隔は最後に読んだ費用の COST_FACTOR 倍以上にする
+（読む費用はイベントループの時間の 1/COST_FACTOR 以下）。
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from model_in_image.transport.connections import count_in_flight, requests_in_fl
 
 logger = logging.getLogger(__name__)
 
-# C-core の計数を読み直す間隔（秒）：古さはこれ以下
+# C-core の計数を読み直す最短の間隔（秒）
 SAMPLE_SECONDS = 0.005
+# 読み直しの間隔は最後に読んだ時間のこの倍以上（読む費用を 1 % 以下に抑える）
+COST_FACTOR = 100
 # これだけ RPC が来なければ C-core の待ち行列は空と見なす（秒）
 IDLE_SECONDS = 0.05
 
@@ -124,13 +128,14 @@ class Admission:
         あれば 1 周回のうちに取り出される）に読んだ値を基準（0 件）にし直す。
         """
         assert self._read_core is not None
-        self._next_sample = now + SAMPLE_SECONDS
         try:
             core = self._read_core() - self.active - 1  # 今引いている RPC 自身を除く
         except Exception:  # 読めなくなったら Python の中の数だけで判断する
             logger.exception("gRPC admission: cannot read the C-core call counts")
             self._read_core, self.waiting = None, 0
             return
+        cost = perf_counter() - now
+        self._next_sample = now + max(SAMPLE_SECONDS, COST_FACTOR * cost)
         if rebase:
             self._offset = core
         self.waiting = max(0, core - self._offset)
