@@ -23,6 +23,10 @@ bench-batch: | $(UV) ## バッチ推論（predict）と最小の numpy + ONNX Ru
 bench-protocols: install ## gRPC と V2 REST の req/s・CPU/呼び出し・比（1・64 行 × c=1・64、約 5 分、h2load を推奨）
 	$(RUN) python -m benchmarks --variants ours --loads protocols --workers 1 --uv "$(UV)" $(BENCH_ARGS)
 
+.PHONY: bench-instructions
+bench-instructions: | $(UV) ## 1 リクエストあたりの命令数を callgrind で数える（floor・ours・機能を切った ours、混んだマシンでも同じ値、約 15 分）
+	$(BENCH_RUN) python -m benchmarks.instructions $(BENCH_ARGS)
+
 .PHONY: loadtest
 loadtest: | $(UV) ## 動いているサーバーに locust で負荷をかけ目標を確かめる（URL=...）
 	$(BENCH_RUN) locust -f locustfile.py --headless --only-summary \
