@@ -20,12 +20,9 @@ from model_in_image.loading import load_dataplane
 from model_in_image.logconfig import logging_config
 from model_in_image.metrics import mark_worker_dead
 from model_in_image.settings import Settings
-from model_in_image.transport.connection import (
-    ConnectionLimits,
-    GuardedHttpToolsProtocol,
-    ServerConfig,
-)
+from model_in_image.transport.connection import GuardedHttpToolsProtocol
 from model_in_image.transport.eventloop import reuseport_socket
+from model_in_image.transport.limits import ConnectionLimits, ServerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +51,7 @@ def uvicorn_config(
             request_timeout=settings.request_timeout_seconds,
             max_header_bytes=settings.max_header_bytes,
             max_url_bytes=settings.max_url_bytes,
+            max_body_bytes=settings.max_body_bytes,
         ),
         factory=multiprocess,
         host=settings.host,
