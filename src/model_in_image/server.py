@@ -27,6 +27,9 @@ from model_in_image.transport.limits import ConnectionLimits, ServerConfig
 logger = logging.getLogger(__name__)
 
 STARTUP_FAILURE = 3
+# 複数ワーカーの親がワーカーの応答（起動中も）を待つ秒数。uvicorn の既定の 5 秒では、混んだ
+# ノードで import に 13 秒かかったワーカーが起動のたびに殺され、いつまでも揃わなかった
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def app_from_env() -> object:
@@ -64,6 +67,7 @@ def uvicorn_config(
         access_log=False,  # アクセスログはディスパッチャが書く（ACCESS_LOG）
         timeout_keep_alive=int(settings.timeout_keep_alive),
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         server_header=False,
         proxy_headers=False,
         # リクエストのタスクは空の文脈で始める。パイプラインの次のリクエストは前のリクエストの
