@@ -20,16 +20,15 @@ from model_in_image.loading import load_dataplane
 from model_in_image.logconfig import logging_config
 from model_in_image.metrics import mark_worker_dead
 from model_in_image.settings import Settings
-from model_in_image.transport.connection import (
-    ConnectionLimits,
-    GuardedHttpToolsProtocol,
-    ServerConfig,
-)
+from model_in_image.transport.connection import GuardedHttpToolsProtocol
 from model_in_image.transport.eventloop import reuseport_socket
+from model_in_image.transport.limits import ConnectionLimits, ServerConfig
 
 logger = logging.getLogger(__name__)
 
 STARTUP_FAILURE = 3
+# 複数ワーカーの親がワーカーの応答（起動中も）を待つ秒数。uvicorn の既定の 5 秒では、混んだ
+# ノードで import に 13 秒かかったワーカーが起動のたびに殺され、いつまでも揃わなかった
 WORKER_HEALTHCHECK_SECONDS = 30
 
 
@@ -55,6 +54,7 @@ def uvicorn_config(
             request_timeout=settings.request_timeout_seconds,
             max_header_bytes=settings.max_header_bytes,
             max_url_bytes=settings.max_url_bytes,
+            max_body_bytes=settings.max_body_bytes,
         ),
         factory=multiprocess,
         host=settings.host,
@@ -67,15 +67,13 @@ def uvicorn_config(
         access_log=False,  # アクセスログはディスパッチャが書く（ACCESS_LOG）
         timeout_keep_alive=int(settings.timeout_keep_alive),
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         server_header=False,
         proxy_headers=False,
         # リクエストのタスクは空の文脈で始める。パイプラインの次のリクエストは前のリクエストの
         # send の中で始まるため、そのままでは前のリクエストの文脈（リクエスト ID など）を
         # 引き継ぎ、接続が続く限り全リクエストが鎖のように残る
         reset_contextvars=True,
-        # 親がワーカーの ping の応答を待つ秒数（uvicorn の既定は 5 秒：混んだノードでは起動中の
-        # ワーカーが間に合わずに殺される）
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 

@@ -36,6 +36,7 @@ SERVICE_PORT = 8000
 GRPC_PORT = 8081
 NODE_PORTS = {"http": 30080, "grpc": 30081}
 SHUTDOWN_MARGIN_S = 10
+SHUTDOWN_EXIT_MARGIN_S = 2  # 待ち受けを閉じる猶予・ライフスパンの終了・プロセスの終了
 MIN_STARTUP_BUDGET_S = 30
 RESTRICTED_VOLUMES = {
     "configMap",
@@ -168,6 +169,18 @@ def test_grace_period_covers_prestop_drain_and_in_flight(objects: list[Obj]) -> 
     grace = pod_spec(objects)["terminationGracePeriodSeconds"]
     assert drain > 0
     assert grace >= pause + drain + SHUTDOWN_MARGIN_S
+
+
+def test_grace_period_covers_the_worst_case_shutdown(objects: list[Obj]) -> None:
+    """preStop + ドレイン + 処理中の HTTP（最長 GRACEFUL_TIMEOUT_SECONDS）+ gRPC の停止（同じ）
+    が SIGKILL の前に終わる（docs/kubernetes.md「Service の裏でリクエストを失わない」）。"""
+    ctr = container(objects)
+    env = env_values(ctr)
+    pause = ctr["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = float(env["SHUTDOWN_DRAIN_SECONDS"])
+    graceful = float(env["GRACEFUL_TIMEOUT_SECONDS"])
+    grace = pod_spec(objects)["terminationGracePeriodSeconds"]
+    assert grace >= pause + drain + 2 * graceful + SHUTDOWN_EXIT_MARGIN_S
 
 
 # --- セキュリティ ---------------------------------------------------------------

@@ -7,6 +7,8 @@
   （httptools は断片を連結して保持するため、上限を後で確かめるとその間のコピーと記憶が無制限）。
 - パイプライン：受け取り済みで未処理のリクエストがある間は読み込みを止める（応答を読まずに
   送り続けるクライアントの分を記憶に溜めない）。
+- ボディ：Content-Length や chunk の大きさ（の合計）が上限を超えたら、その行を読んだ時点で
+  413 と Connection: close（transport.framing・transport.limits）。
 - Host：HTTP/1.1 で Host が無い・2 つ以上なら 400（RFC 9112 §3.2）。
 - パーサ・URL パーサが拒むリクエスト（CONNECT x:80、GET http://[ など）は 400 と
   Connection: close。ログは間隔ごとに 1 行の WARNING（件数付き）で、トレースバックは書かない。
@@ -28,7 +30,6 @@ import asyncio
 import contextvars
 import json
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -40,9 +41,9 @@ from uvicorn.server import ServerState as UvicornServerState
 
 from model_in_image.transport.connections import CONNECTIONS as _CONNECTIONS
 from model_in_image.transport.connections import MALFORMED, REASONS, Rejected
+from model_in_image.transport.framing import Framing
+from model_in_image.transport.limits import ConnectionLimits, ServerConfig, refuse_body
 
-MAX_HEADER_BYTES = 64 * 1024
-MAX_URL_BYTES = 16 * 1024
 IN_FLIGHT = "model_in_image.in_flight"
 # 1 つの接続で受け取って処理を待たせておくリクエストの数の目安と、パーサに一度に渡す大きさ
 MAX_PIPELINED = 16
@@ -50,23 +51,6 @@ FEED_SLICE = 8192
 # ドレイン中のアイドル接続の猶予と、1 件も受け取っていない接続が最初のリクエストを送る猶予（秒）
 DRAIN_IDLE_SECONDS = 0.5
 FIRST_REQUEST_GRACE_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """接続ごとの上限。"""
-
-    request_timeout: float = 30.0
-    max_header_bytes: int = MAX_HEADER_BYTES
-    max_url_bytes: int = MAX_URL_BYTES
-
-
-class ServerConfig(uvicorn.Config):
-    """uvicorn.Config に接続の上限を加えたもの（ワーカーにもそのまま渡る）。"""
-
-    def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.limits = limits
 
 
 class _PipelineFlowControl(FlowControl):
@@ -109,6 +93,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._hosts = 0
         self._served = 0
         self._unparsed = memoryview(b"")
+        self._framing = Framing(self.limits.max_body_bytes)
 
     # --- 期限 ---
 
@@ -220,8 +205,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _feed(self, data: bytes | memoryview) -> None:
         try:
-            self.parser.feed_data(data)
+            if self._framing.feed(self.parser, data):
+                refuse_body(self, str(self._framing.refused))
         except httptools.HttpParserUpgrade:
+            self._framing.stop()
             self._ignore_upgrade()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -312,6 +299,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Upgrade ではパーサがヘッダの後を読まない：ボディを捨てて応答せず、すぐに断る
             raise Rejected(400, "Upgrade is not supported on a request with a body")
         self.scope["extensions"] = {IN_FLIGHT: _CONNECTIONS.in_flight}  # type: ignore[dict-item]
+        self._framing.start_body(self.headers)
         previous = self.cycle
         super().on_headers_complete()
         self._served += 1

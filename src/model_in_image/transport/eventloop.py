@@ -11,6 +11,10 @@ connect_accepted_socket で uvloop の TCP トランスポートに渡す（以�
 新しい接続はカーネルが 4 つ組のハッシュでワーカーに振り分ける。1 つの待ち受けソケットを
 共有すると、先に起きたワーカーがキューを丸ごと accept し、64 本の keep-alive 接続が 64 対 0
 に偏ることがあった（一度決まった接続はそのワーカーに残る）。
+
+閉じるとき（uvicorn の終了処理、ドレインの後）は、まずカーネルに新しいハンドシェイクを
+始めさせず（transport.handshakes）、始まっていた分が完了するのを少し待ち、accept キューを
+空にしてから閉じる：カーネルが完了させた接続をリセットしない。
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 import uvloop
+
+from model_in_image.transport.connections import CONNECTIONS
+from model_in_image.transport.handshakes import HANDSHAKE_SETTLE_SECONDS, refuse_new_handshakes
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,8 @@ class Listener(asyncio.AbstractServer):
         self._sock = sock
         self._factory = factory
         self._serving = True
+        self._closed = asyncio.Event()
+        self._handed: socket.socket | None = None  # 閉じる猶予の間：複製する前のソケット
         self._attaching: set[asyncio.Task[Any]] = set()
         sock.setblocking(False)
         sock.listen(backlog)
@@ -82,24 +91,26 @@ class Listener(asyncio.AbstractServer):
         """待ち受けソケット（uvicorn が起動のログに使う）。"""
         return (self._sock,) if self._serving else ()
 
-    def _accept_pending(self) -> None:
+    def _accept_pending(self) -> bool:
+        """最大 ACCEPT_BATCH 件を accept する。キューにまだ残っているかもしれなければ True。"""
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
                     logger.warning("accept paused for %.1f s: %s", ACCEPT_BACKOFF_SECONDS, exc)
                     self._loop.remove_reader(self._sock.fileno())
                     self._loop.call_later(ACCEPT_BACKOFF_SECONDS, self._resume)
-                return
+                return False
             task = self._loop.create_task(self._attach(conn))
             self._attaching.add(task)
             task.add_done_callback(self._attaching.discard)
+        return True
 
     def _resume(self) -> None:
-        if self._serving:
+        if not self._closed.is_set():  # 閉じる前の猶予の間も accept する
             self._loop.add_reader(self._sock.fileno(), self._accept_pending)
 
     async def _attach(self, conn: socket.socket) -> None:
@@ -109,16 +120,43 @@ class Listener(asyncio.AbstractServer):
             conn.close()  # accept の直後に切られた接続
 
     def close(self) -> None:
-        """accept キューに残った接続を受け取ってから、ソケットを閉じる。
+        """新しいハンドシェイクを止め、猶予の後に accept キューを空にしてソケットを閉じる。
 
         閉じた待ち受けソケットのキューにある接続はカーネルがリセットする（クライアントは
-        リクエストを送った後かもしれない）。受け取った接続はドレイン中の接続として応答される。
+        リクエストを送った後かもしれない）。猶予の間も accept は続け、受け取った接続は
+        ドレイン中の接続として Connection: close で応答される。フィルタを付けられなければ
+        （Linux 以外）すぐに空にして閉じる。
         """
-        if self._serving:
-            self._accept_pending()
-            self._serving = False
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
+        if not self._serving:
+            return
+        self._serving = False
+        CONNECTIONS.draining = True  # 猶予の間に受け取る接続も Connection: close で応答する
+        if not refuse_new_handshakes(self._sock):
+            self._close_socket()
+            return
+        # 1 プロセスのとき uvicorn は close の直後に渡したソケットを閉じる：猶予の間は複製で待つ
+        self._handed, self._sock = (
+            self._sock,
+            socket.fromfd(
+                self._sock.fileno(), self._sock.family, self._sock.type, self._sock.proto
+            ),
+        )
+        self._sock.setblocking(False)
+        if self._loop.remove_reader(self._handed.fileno()):  # accept を休んでいなければ
+            self._loop.add_reader(self._sock.fileno(), self._accept_pending)
+        self._loop.call_later(HANDSHAKE_SETTLE_SECONDS, self._close_socket)
+
+    def _close_socket(self) -> None:
+        """accept キューを空にしてから閉じる（キューに残ったものはリセットされるので）。"""
+        if self._closed.is_set():
+            return
+        while self._accept_pending():
+            pass
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        if self._handed is not None:
+            self._handed.close()  # uvicorn が閉じていなければ（どちらも閉じて待ち受けが終わる）
+        self._closed.set()
 
     def is_serving(self) -> bool:
         """accept しているか。"""
@@ -136,7 +174,8 @@ class Listener(asyncio.AbstractServer):
         raise NotImplementedError
 
     async def wait_closed(self) -> None:
-        """accept 中の接続の受け渡しが終わるまで待つ。"""
+        """ソケットを閉じ、accept した接続の受け渡しが終わるまで待つ。"""
+        await self._closed.wait()
         if self._attaching:
             await asyncio.gather(*self._attaching, return_exceptions=True)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from starlette.types import Receive, Scope, Send
 
 from model_in_image.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from model_in_image.transport.limits import BODY_TOO_LARGE
 
 JSON = b"application/json"
 # curl -d の既定の Content-Type。ボディが JSON なら JSON として読む（Triton・KServe と同じ）
@@ -91,7 +92,10 @@ class Request:
         return body
 
     async def _read(self, max_bytes: int) -> bytes:
-        """ボディを最後まで読む（max_bytes を超えたら 413、途中で切断されたら例外）。"""
+        """ボディを最後まで読む（max_bytes を超えたら 413、途中で切断されたら例外）。
+
+        接続が chunk の大きさで上限超えを知らせたら（BODY_TOO_LARGE）、データを待たずに 413。
+        """
         message = await self.receive()
         body: bytes = message.get("body", b"")
         if not message.get("more_body", False) and message["type"] == "http.request":
@@ -100,7 +104,10 @@ class Request:
             return body
         chunks = [body]
         size = len(body)
+        extensions = self.scope.get("extensions") or {}
         while message["type"] == "http.request" and message.get("more_body", False):
+            if BODY_TOO_LARGE in extensions:  # 受信の途中で上限を超えた（transport.limits）
+                raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
             message = await self.receive()
             chunk = message.get("body", b"")
             size += len(chunk)
