@@ -142,5 +142,6 @@ def test_serve_forever_is_not_used() -> None:
         with pytest.raises(NotImplementedError):
             await server.serve_forever()
         server.close()
+        await server.wait_closed()  # 閉じるのは猶予（HANDSHAKE_SETTLE_SECONDS）の後
 
     run(scenario())
