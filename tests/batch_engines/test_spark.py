@@ -22,30 +22,42 @@ pytest.importorskip(
 if shutil.which("java") is None:
     pytest.skip("Spark needs a Java runtime (openjdk-17-jre-headless)", allow_module_level=True)
 
-from batch_engines.recipes import pq, recipe, same_rows, single_process
+from batch_engines.recipes import pq, prepare, recipe, same_rows, single_process
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    """このモジュールの SparkSession（local[2]、127.0.0.1）。終わったら stop で止める。"""
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """このモジュールの SparkSession（local[2]、127.0.0.1）。終わったら stop で止める。
+
+    JVM の作業フォルダーは起動したときのフォルダーに決まるので、例の作業フォルダーで起こす。
+    """
     from pyspark.sql import SparkSession
 
-    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # ワーカーもこの venv の Python
-    session = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .getOrCreate()
-    )
-    try:
-        yield session
-    finally:
-        session.stop()
+    work = prepare(tmp_path_factory.mktemp("spark"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+        mp.setenv("PYSPARK_PYTHON", sys.executable)  # ワーカーもこの venv の Python
+        session = (
+            SparkSession.builder.master("local[2]")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .getOrCreate()
+        )
+        try:
+            yield session
+        finally:
+            session.stop()
+
+
+@pytest.fixture
+def workdir(spark: Any, clean_env: pytest.MonkeyPatch, restore_logging: None) -> Path:
+    """Spark を起こした作業フォルダー（conftest の workdir の代わり）。"""
+    return Path(os.getcwd())
 
 
 def test_the_documented_recipe_matches_the_single_process_cli(workdir: Path, spark: Any) -> None:
