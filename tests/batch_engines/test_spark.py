@@ -24,7 +24,11 @@ if shutil.which("java") is None:
 
 from batch_engines.recipes import pq, prepare, recipe, same_rows, single_process
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [
+    pytest.mark.timeout(600),
+    # PySpark 4.3 は pandas 3 を「まだ完全には」と警告する（mapInArrow は pandas を使わない）
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
+]
 
 
 @pytest.fixture(scope="module")
