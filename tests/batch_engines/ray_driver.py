@@ -49,7 +49,7 @@ def invalid_rows(ray: object) -> dict[str, object]:
 def main() -> int:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # 外へ送らない
     import ray
-    import ray._private.services as services
+    from ray._private import services
 
     # Ray は 127.0.0.1 を「外から届く」アドレス（このマシンのインターフェース）に置き換える：
     # 置き換えずに、GCS・raylet・エージェントを 127.0.0.1 だけで待たせる（Ray 2.60 の内部の関数）
