@@ -56,7 +56,9 @@ def main() -> int:
     services.resolve_ip_for_localhost = lambda host: host
     try:
         ray.init(
-            num_cpus=2,
+            # 論理 CPU：アクター 2 つ（各 1）のほかに読み込み・書き出しのタスクの分（2 だと
+            # アクターが取り切り、書き出しが予算待ちで進まなかった）。実際の CPU は 2 のまま
+            num_cpus=4,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             configure_logging=False,

@@ -1,6 +1,6 @@
 """Ray Data の例（docs/model.md）：map_batches に RayScorer、アクター 2 つ、単一プロセスと同じ答え。
 
-Ray は別のプロセス（ray_driver.py）が 127.0.0.1 だけで起こす（num_cpus=2、ダッシュボードと
+Ray は別のプロセス（ray_driver.py）が 127.0.0.1 だけで起こす（論理 CPU 4、ダッシュボードと
 利用統計の送信は無し）。文書の例をそのまま実行し、不正な行の扱いも同じプロセスで確かめる。
 """
 
@@ -21,10 +21,10 @@ pytest.importorskip("ray", reason="Ray Data needs the ray extra: uv sync --extra
 from batch_engines.recipes import pq, prepare, recipe, same_rows, single_process
 
 DRIVER = Path(__file__).with_name("ray_driver.py")
-DRIVER_TIMEOUT = 240
+DRIVER_TIMEOUT = 420
 STARTUP_TIMEOUT_EXIT = 75
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(540)
 
 
 @pytest.fixture(scope="module")
