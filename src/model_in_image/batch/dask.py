@@ -20,13 +20,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 
 from model_in_image.batch.base import BatchError, require_pyarrow
-from model_in_image.batch.columns import ColumnMatch
-from model_in_image.batch.frames import FrameScorer, empty_frame
+from model_in_image.batch.frames import (
+    FrameScorer,
+    ScorerOptions,
+    absolute,
+    empty_frame,
+    frame_scorer,
+)
 from model_in_image.batch.partitions import (
     ERRORS_DIR,
     PartResult,
@@ -36,7 +41,7 @@ from model_in_image.batch.partitions import (
     staging_directory,
 )
 from model_in_image.batch.progress import ProgressMode
-from model_in_image.batch.scoring import DEFAULT_CHUNK_ROWS, BatchOptions
+from model_in_image.batch.scoring import BatchOptions
 from model_in_image.settings import Settings
 
 try:
@@ -160,17 +165,6 @@ def _gather(client: Any, futures: Sequence[Any]) -> list[PartResult]:
     return sorted(results, key=lambda r: r.number)
 
 
-def absolute(settings: Settings) -> Settings:
-    """ワーカーの作業フォルダーによらないよう、モデル・ラベル・カードのパスを絶対パスにする。"""
-    paths = ("model_filepath", "label_filepath", "model_card_filepath")
-    update = {
-        name: Path(value).resolve()
-        for name in paths
-        if (value := getattr(settings, name)) is not None
-    }
-    return settings.model_copy(update=update)
-
-
 @dataclass(frozen=True)
 class _PartitionScorer:
     """Dask の map_partitions に渡す関数：FrameScorer と、不正な行を書くフォルダー（任意）。"""
@@ -194,35 +188,19 @@ def score(
     ddf: Any,
     model: str | os.PathLike[str] | None = None,
     *,
-    labels: str | os.PathLike[str] | None = None,
-    card: str | os.PathLike[str] | None = None,
-    settings: Settings | None = None,
-    keep_columns: Sequence[str] = (),
-    ignore_columns: Sequence[str] = (),
-    columns: ColumnMatch = ColumnMatch.NAME,
-    skip_invalid: bool = False,
     errors: str | os.PathLike[str] | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **options: Unpack[ScorerOptions],
 ) -> Any:
     """Dask DataFrame を推論し、推論の列（と keep_columns の列）の Dask DataFrame を返す（遅延）。
 
-    列は CLI と同じく名前でモデルの入力に対応させる。不正な行は、既定では compute のときに
-    「partition N row M, column ...: 理由」の BatchError、skip_invalid なら除く（errors の
-    フォルダーを渡せば、パーティションごとの JSON Lines に場所と理由を書く）。
+    options は frame_scorer と同じ（labels・card・settings・keep_columns・ignore_columns・
+    columns・skip_invalid・chunk_rows）。列は CLI と同じく名前でモデルの入力に対応させる。
+    不正な行は、既定では compute のときに「partition N row M, column ...: 理由」の BatchError、
+    skip_invalid なら除く（errors のフォルダーを渡せば、パーティションごとの JSON Lines に
+    場所と理由を書く）。
     """
     _, pa = require_pyarrow()
-    base = settings or Settings()
-    if model is not None or labels is not None or card is not None:
-        update = {"model_filepath": model, "label_filepath": labels, "model_card_filepath": card}
-        base = base.model_copy(update={k: Path(v) for k, v in update.items() if v is not None})
-    scorer = FrameScorer(
-        absolute(base),
-        keep_columns=tuple(keep_columns),
-        ignore_columns=tuple(ignore_columns),
-        columns=columns,
-        skip_invalid=skip_invalid,
-        chunk_rows=chunk_rows,
-    )
+    scorer = frame_scorer(model, **options)
     folder = None
     if errors is not None:
         Path(errors).mkdir(parents=True, exist_ok=True)

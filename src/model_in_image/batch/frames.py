@@ -8,10 +8,12 @@ map_batches・Spark の mapInArrow にそのまま渡せる。モデルはプロ
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict, Unpack
 
 from model_in_image.batch.base import require_pyarrow
 from model_in_image.batch.columns import ColumnMatch
@@ -134,6 +136,55 @@ class FrameScorer:
         """RecordBatch の列を推論する（Spark の mapInArrow に渡す形）。"""
         for batch in batches:
             yield from self(batch).to_batches()
+
+
+def absolute(settings: Settings) -> Settings:
+    """ワーカーの作業フォルダーによらないよう、モデル・ラベル・カードのパスを絶対パスにする。"""
+    paths = ("model_filepath", "label_filepath", "model_card_filepath")
+    update = {
+        name: Path(value).resolve()
+        for name in paths
+        if (value := getattr(settings, name)) is not None
+    }
+    return settings.model_copy(update=update)
+
+
+class ScorerOptions(TypedDict, total=False):
+    """frame_scorer（と Dask の score）のキーワード引数。"""
+
+    labels: str | os.PathLike[str] | None
+    card: str | os.PathLike[str] | None
+    settings: Settings | None
+    keep_columns: Sequence[str]
+    ignore_columns: Sequence[str]
+    columns: ColumnMatch
+    skip_invalid: bool
+    chunk_rows: int
+
+
+def frame_scorer(
+    model: str | os.PathLike[str] | None = None, **options: Unpack[ScorerOptions]
+) -> FrameScorer:
+    """エンジンに渡す FrameScorer（設定に model・labels・card を重ね、パスは絶対パスに）。
+
+    設定は settings（無ければ環境変数）。Dask の score・Ray Data の map_batches・
+    Spark の mapInArrow が同じものを使う。
+    """
+    base = options.get("settings") or Settings()
+    paths = {
+        "model_filepath": model,
+        "label_filepath": options.get("labels"),
+        "model_card_filepath": options.get("card"),
+    }
+    base = base.model_copy(update={k: Path(v) for k, v in paths.items() if v is not None})
+    return FrameScorer(
+        absolute(base),
+        keep_columns=tuple(options.get("keep_columns", ())),
+        ignore_columns=tuple(options.get("ignore_columns", ())),
+        columns=options.get("columns", ColumnMatch.NAME),
+        skip_invalid=options.get("skip_invalid", False),
+        chunk_rows=options.get("chunk_rows", DEFAULT_CHUNK_ROWS),
+    )
 
 
 def empty_frame(scorer: FrameScorer, schema: Any) -> Any:
