@@ -110,11 +110,16 @@ RUN .venv/bin/python3 /opt/build/bytecode.py prune /opt/build/loaded-modules.txt
         "$(.venv/bin/python3 -c "import sysconfig; print(sysconfig.get_path('purelib'))")"
 
 # ---- rootfs：ベースから apt・dpkg・perl・文書などを除く（scripts/image/slim-base.sh） ----
+# 標準ライブラリの .pyc も、サーバーが読み込むモジュールの分だけ残す（ソースは残す）
 FROM ${BASE_IMAGE} AS rootfs
 
 COPY scripts/image/slim-base.sh /opt/build/
+COPY --from=model /opt/build/bytecode.py /opt/build/loaded-modules.txt /opt/build/
 # 固定 UID/GID 10001（useradd が無いベースでも動くよう直接追記する）
-RUN sh /opt/build/slim-base.sh && rm -rf /opt/build \
+RUN sh /opt/build/slim-base.sh \
+    && python3 -B /opt/build/bytecode.py prune-stdlib /opt/build/loaded-modules.txt \
+        "$(python3 -B -c "import sysconfig; print(sysconfig.get_path('stdlib'))")" \
+    && rm -rf /opt/build \
     && echo "app:x:10001:10001:model-in-image:/nonexistent:/usr/sbin/nologin" >>/etc/passwd \
     && echo "app:x:10001:" >>/etc/group
 
