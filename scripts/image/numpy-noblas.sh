@@ -7,7 +7,7 @@
 # ONNX Runtime が計算し、numpy は配列の変換と後処理（行列積や線形代数は使わない）だけなので、
 # BLAS なしの numpy（行列積は numpy 自身のループ、linalg は同梱の lapack_lite）で足りる。
 # SIMD の分岐（cpu-dispatch）は wheel と同じ既定のまま。SIMD のテスト用の拡張モジュール（_simd。
-# slim.sh が消す）はベースラインの分だけにする（test-simd を空に）。
+# slim.sh が消す）はビルドしない（test-simd を空に）。
 set -eu
 venv=$1
 work=$(mktemp -d)
