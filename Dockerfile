@@ -39,9 +39,13 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/model_in_image_pattern/.venv
 
-# strip（binutils）と uv はビルド用のステージの中だけ（実行用ステージには入らない）
+# strip（binutils）、numpy をソースからビルドする C/C++ コンパイラ（ベースに Python のヘッダが
+# 無ければ python3-dev も）と uv はビルド用のステージの中だけ（実行用ステージには入らない）
 RUN apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null \
+    && headers=$(python3 -c "import os, sysconfig; \
+print('' if os.path.exists(sysconfig.get_paths()['include'] + '/Python.h') else 'python3-dev')") \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        binutils gcc g++ $headers >/dev/null \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --quiet "uv==${UV_VERSION}" \
@@ -55,10 +59,14 @@ RUN uv export --frozen --only-group sbom --no-emit-project --quiet -o /opt/sbom.
     && uv pip install --quiet --python /opt/sbom/bin/python --require-hashes -r /opt/sbom.txt
 
 # 依存関係の層：uv.lock が変わらない限りキャッシュされる（train/dev/bench/sbom グループは入れない）。
+# numpy だけは uv.lock の sdist から BLAS なしでビルドする（scripts/image/numpy-noblas.sh）
+COPY scripts/image/numpy-noblas.sh /opt/build/
+RUN uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable \
+        --no-install-package numpy \
+    && sh /opt/build/numpy-noblas.sh .venv
 # 推論に使わないファイルを除き、共有ライブラリのシンボルを落とす（scripts/image/slim.sh）
 COPY scripts/image/slim.sh /opt/build/
-RUN uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable \
-    && sh /opt/build/slim.sh .venv
+RUN sh /opt/build/slim.sh .venv
 
 # ---- builder：プロジェクトを非 editable で入れ、追加分と SBOM を /stage に集める ----
 FROM deps AS builder
@@ -110,11 +118,16 @@ RUN .venv/bin/python3 /opt/build/bytecode.py prune /opt/build/loaded-modules.txt
         "$(.venv/bin/python3 -c "import sysconfig; print(sysconfig.get_path('purelib'))")"
 
 # ---- rootfs：ベースから apt・dpkg・perl・文書などを除く（scripts/image/slim-base.sh） ----
+# 標準ライブラリの .pyc も、サーバーが読み込むモジュールの分だけ残す（ソースは残す）
 FROM ${BASE_IMAGE} AS rootfs
 
 COPY scripts/image/slim-base.sh /opt/build/
+COPY --from=model /opt/build/bytecode.py /opt/build/loaded-modules.txt /opt/build/
 # 固定 UID/GID 10001（useradd が無いベースでも動くよう直接追記する）
-RUN sh /opt/build/slim-base.sh && rm -rf /opt/build \
+RUN sh /opt/build/slim-base.sh \
+    && python3 -B /opt/build/bytecode.py prune-stdlib /opt/build/loaded-modules.txt \
+        "$(python3 -B -c "import sysconfig; print(sysconfig.get_path('stdlib'))")" \
+    && rm -rf /opt/build \
     && echo "app:x:10001:10001:model-in-image:/nonexistent:/usr/sbin/nologin" >>/etc/passwd \
     && echo "app:x:10001:" >>/etc/group
 

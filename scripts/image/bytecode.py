@@ -1,22 +1,30 @@
-"""イメージの仮想環境のバイトコード（__pycache__/*.pyc）を、サーバーが読み込むモジュールの分だけ残す。
+"""イメージのバイトコード（.pyc）を、サーバーが読み込むモジュールの分だけ残す。
 
   python3 bytecode.py record OUT
       焼き込むモデルでサーバーを 127.0.0.1 の空きポートに起動し（設定は環境変数）、OpenAPI に
       載っているすべてのルートと /docs・/redoc に要求を送ってから、読み込まれたモジュールの
-      .pyc の場所（site-packages からの相対パス）を OUT に 1 行ずつ書く。
+      .pyc の場所（site-packages と標準ライブラリの絶対パス）を OUT に 1 行ずつ書く。
   python3 bytecode.py prune LIST SITE
-      SITE の .pyc のうち LIST に無いものを消す。LIST にあるものはソースの隣に移してソース（.py）を
-      消す（ソースなしの import。同じ内容を 2 度持たない）。
+      SITE の .pyc のうち LIST に無いものを消す。LIST にあるものはソースから列の位置の表
+      （debug ranges）なしでコンパイルし直してソースの隣に置き、ソース（.py）を消す（ソースなしの
+      import。同じ内容を 2 度持たない。行番号は残る）。
+  python3 bytecode.py prune-stdlib LIST STDLIB
+      標準ライブラリの __pycache__ の .pyc のうち LIST に無いものを消す（ソースは残す）。
 
 読み込まれないモジュールはソース（.py）が残るので、後で使われてもその場でコンパイルされて動く
 （その import が少し遅くなるだけ）。起動と推論の経路は .pyc のまま速い（トレースバックにその
 行のソースは出ない）。
-Dockerfile の model ステージ（record）と venv ステージ（prune）が使う。標準ライブラリだけで書く。
+Dockerfile の model ステージ（record）、venv ステージ（prune）、rootfs ステージ（prune-stdlib）が
+使う。標準ライブラリだけで書く。
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import marshal
+import os
 import socket
 import sys
 import sysconfig
@@ -31,6 +39,13 @@ START_TIMEOUT = 60.0
 # ソースを読むパッケージ（site-packages からの相対パスの接頭辞）。anyio の遅延 import は
 # __init__ のソースを ast で読み、読めないとすべてを先に import する（起動が遅くなる）
 SOURCE_READERS = ("anyio/",)
+# 複数ワーカー（uvicorn の spawn の子プロセス）の起動が読むモジュール
+MULTIPROCESS_MODULES = (
+    "uvicorn.supervisors.multiprocess",
+    "multiprocessing.spawn",
+    "multiprocessing.popen_spawn_posix",
+    "multiprocessing.resource_tracker",
+)
 
 
 def _send(base: str, method: str, path: str, body: bytes | None = None) -> None:
@@ -89,20 +104,38 @@ def _free_port() -> int:
         return port
 
 
+def _roots() -> tuple[Path, Path]:
+    """site-packages と標準ライブラリの場所。"""
+    return Path(sysconfig.get_path("purelib")), Path(sysconfig.get_path("stdlib"))
+
+
+def _imported_pycs(roots: tuple[Path, ...]) -> set[str]:
+    """いま読み込まれているモジュールの .pyc（監査フックより前に import したものも拾う）。"""
+    found = set()
+    for module in list(sys.modules.values()):
+        cached = getattr(module, "__cached__", None)
+        if isinstance(cached, str) and Path(cached).is_file():
+            path = Path(cached)
+            if any(path.is_relative_to(root) for root in roots):
+                found.add(str(path))
+    return found
+
+
 def record(out: Path) -> None:
     """サーバーを起動して要求を送り、読み込まれた .pyc の場所を書く。
 
     読んだ .pyc は監査フック（open イベント）で集める：import に失敗したモジュール
     （uvicorn が試す任意の依存など）の .pyc も、起動のたびに読まれるので残す。
+    このスクリプト自身が使う urllib.request などはイメージのヘルスチェックも使う。
     """
-    site = Path(sysconfig.get_path("purelib"))
+    roots = _roots()
     loaded: set[str] = set()
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event == "open" and isinstance(args[0], str) and args[0].endswith(".pyc"):
             path = Path(args[0])
-            if path.is_relative_to(site):
-                loaded.add(str(path.relative_to(site)))
+            if any(path.is_relative_to(root) for root in roots):
+                loaded.add(str(path))
 
     sys.addaudithook(hook)
     import uvicorn
@@ -111,6 +144,9 @@ def record(out: Path) -> None:
     from model_in_image.server import uvicorn_config
     from model_in_image.settings import Settings
 
+    # 複数ワーカー（WORKERS > 1）の起動が読むモジュール
+    for name in MULTIPROCESS_MODULES:
+        importlib.import_module(name)
     # JSON ログとアクセスログの経路も通す。gRPC は空きポートで（ビルドはホストのネットワーク）
     settings = Settings(log_format="JSON", access_log=True, grpc_port=_free_port())
     server = uvicorn.Server(uvicorn_config(settings, multiprocess=False))
@@ -130,43 +166,93 @@ def record(out: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(30)
+    loaded |= _imported_pycs(roots)
     out.write_text("".join(f"{name}\n" for name in sorted(loaded)), encoding="utf-8")
-    print(f"bytecode record: {len(loaded)} .pyc read from {site}", file=sys.stderr)
+    counts = ", ".join(f"{sum(1 for n in loaded if n.startswith(str(r)))} in {r}" for r in roots)
+    print(f"bytecode record: .pyc read: {counts}", file=sys.stderr)
 
 
-def _sourceless(pyc: Path, site: Path) -> int:
-    """__pycache__/NAME.TAG.pyc をソースの隣の NAME.pyc にし、NAME.py を消す（消したバイト数）。"""
-    source = pyc.parent.parent / (pyc.name.split(".", 1)[0] + ".py")
+def _source_of(pyc: Path) -> Path:
+    """__pycache__/NAME.TAG.pyc のソース NAME.py。"""
+    return pyc.parent.parent / (pyc.name.split(".", 1)[0] + ".py")
+
+
+def _sourceless(pyc: Path, site: Path) -> tuple[int, int]:
+    """ソースを NAME.pyc にコンパイルし直し、.py と元の .pyc を消す（ソースと新しい .pyc の量）。
+
+    列の位置の表を持たない（-X no_debug_ranges で実行する）。行番号と co_filename は元のまま。
+    """
+    source = _source_of(pyc)
     if pyc.parent.name != "__pycache__" or not source.is_file():
-        return 0
+        return 0, 0
     if str(source.relative_to(site)).startswith(SOURCE_READERS):
-        return 0
-    size = source.stat().st_size
-    pyc.replace(source.with_suffix(".pyc"))
+        return 0, 0
+    stat = source.stat()
+    code = compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
+    # タイムスタンプ形式のヘッダ（ソースなしの import は中身を照合しない）
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little")
+    header += (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+    header += (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    source.with_suffix(".pyc").write_bytes(header + marshal.dumps(code))
+    pyc.unlink()
     source.unlink()
-    return size
+    return stat.st_size, source.with_suffix(".pyc").stat().st_size
+
+
+def _needs_no_debug_ranges() -> None:
+    """列の位置の表なしでコンパイルするよう、-X no_debug_ranges で実行し直す。"""
+    if "no_debug_ranges" not in sys._xoptions:
+        os.execv(sys.executable, [sys.executable, "-X", "no_debug_ranges", *sys.argv])
 
 
 def prune(keep_list: Path, site: Path) -> None:
     """keep_list に無い .pyc を消し、ある .pyc はソースなしにする。"""
+    _needs_no_debug_ranges()
     keep = set(keep_list.read_text(encoding="utf-8").split())
-    kept = removed = kept_bytes = removed_bytes = source_bytes = 0
+    kept = removed = kept_bytes = new_bytes = removed_bytes = source_bytes = 0
     for pyc in list(site.rglob("*.pyc")):
         size = pyc.stat().st_size
-        if str(pyc.relative_to(site)) in keep:
+        if str(pyc) in keep:
             kept, kept_bytes = kept + 1, kept_bytes + size
-            source_bytes += _sourceless(pyc, site)
+            source_size, new_size = _sourceless(pyc, site)
+            source_bytes += source_size
+            new_bytes += new_size or size
         else:
             pyc.unlink()
             removed, removed_bytes = removed + 1, removed_bytes + size
-    for cache in list(site.rglob("__pycache__")):
-        if not any(cache.iterdir()):
-            cache.rmdir()
+    _remove_empty_caches(site)
     print(
-        f"bytecode prune: kept {kept} .pyc ({kept_bytes / 1e6:.1f} MB) without their sources "
+        f"bytecode prune: kept {kept} .pyc ({kept_bytes / 1e6:.1f} MB, "
+        f"{new_bytes / 1e6:.1f} MB without debug ranges) without their sources "
         f"({source_bytes / 1e6:.1f} MB), removed {removed} ({removed_bytes / 1e6:.1f} MB)",
         file=sys.stderr,
     )
+
+
+def prune_stdlib(keep_list: Path, stdlib: Path) -> None:
+    """標準ライブラリの .pyc のうち keep_list に無いものを消す（残す .pyc はソースの隣のまま）。"""
+    keep = set(keep_list.read_text(encoding="utf-8").split())
+    kept = removed = removed_bytes = 0
+    for pyc in list(stdlib.rglob("__pycache__/*.pyc")):
+        if "site-packages" in pyc.parts or "dist-packages" in pyc.parts:
+            continue
+        if str(pyc) in keep:
+            kept += 1
+        else:
+            removed, removed_bytes = removed + 1, removed_bytes + pyc.stat().st_size
+            pyc.unlink()
+    _remove_empty_caches(stdlib)
+    print(
+        f"bytecode prune-stdlib: kept {kept} .pyc, removed {removed} "
+        f"({removed_bytes / 1e6:.1f} MB) from {stdlib}",
+        file=sys.stderr,
+    )
+
+
+def _remove_empty_caches(root: Path) -> None:
+    for cache in list(root.rglob("__pycache__")):
+        if not any(cache.iterdir()):
+            cache.rmdir()
 
 
 if __name__ == "__main__":
@@ -175,5 +261,7 @@ if __name__ == "__main__":
             record(Path(out))
         case ["prune", keep_list, site]:
             prune(Path(keep_list), Path(site))
+        case ["prune-stdlib", keep_list, stdlib]:
+            prune_stdlib(Path(keep_list), Path(stdlib))
         case _:
             sys.exit(__doc__)
