@@ -59,11 +59,17 @@ RUN uv export --frozen --only-group sbom --no-emit-project --quiet -o /opt/sbom.
     && uv pip install --quiet --python /opt/sbom/bin/python --require-hashes -r /opt/sbom.txt
 
 # 依存関係の層：uv.lock が変わらない限りキャッシュされる（train/dev/bench/sbom グループは入れない）。
-# numpy だけは uv.lock の sdist から BLAS なしでビルドする（scripts/image/numpy-noblas.sh）
+# numpy は既定で uv.lock の sdist から BLAS なしでビルドする（scripts/image/numpy-noblas.sh、
+# 28 MB 小さい代わりに初回のビルドが数分〜数十分長い）。NUMPY_BLAS=wheel なら PyPI の wheel のまま
+ARG NUMPY_BLAS=none
 COPY scripts/image/numpy-noblas.sh /opt/build/
-RUN uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable \
-        --no-install-package numpy \
-    && sh /opt/build/numpy-noblas.sh .venv
+RUN case "${NUMPY_BLAS}" in \
+      none) uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable \
+              --no-install-package numpy \
+            && sh /opt/build/numpy-noblas.sh .venv ;; \
+      wheel) uv sync --frozen --no-dev --no-default-groups --no-install-project --no-editable ;; \
+      *) echo "NUMPY_BLAS must be none or wheel, not '${NUMPY_BLAS}'" >&2; exit 1 ;; \
+    esac
 # 推論に使わないファイルを除き、共有ライブラリのシンボルを落とす（scripts/image/slim.sh）
 COPY scripts/image/slim.sh /opt/build/
 RUN sh /opt/build/slim.sh .venv

@@ -11,6 +11,8 @@ MODEL_FILE ?= models/iris_svc.onnx
 LABEL_FILE ?=
 # ロジットのネットを確率で提供する後処理（softmax・sigmoid。空なら none）
 POSTPROCESS ?=
+# none（既定：numpy を BLAS なしでソースからビルド）か wheel（PyPI の wheel のまま、速いが 28 MB 大きい）
+NUMPY_BLAS ?=
 CARD_FILE ?=
 MODEL_SHA256 ?=
 
@@ -23,7 +25,7 @@ DOCKER_NETWORK ?= $(shell $(DOCKER) network inspect bridge >/dev/null 2>&1 || ec
 .PHONY: image
 image: install ## イメージを作る（MODEL_FILE= [LABEL_FILE=] [POSTPROCESS=] で持ち込みモデル、IMAGE= でタグ、BASE_IMAGE= で土台）
 	@MODEL_FILE="$(MODEL_FILE)" LABEL_FILE="$(LABEL_FILE)" CARD_FILE="$(CARD_FILE)" \
-		POSTPROCESS="$(POSTPROCESS)" \
+		POSTPROCESS="$(POSTPROCESS)" NUMPY_BLAS="$(NUMPY_BLAS)" \
 		MODEL_SHA256="$(MODEL_SHA256)" IMAGE="$(IMAGE)" BASE_IMAGE="$(BASE_IMAGE)" \
 		VERSION="$(VERSION)" VCS_REF="$(VCS_REF)" DOCKER="$(DOCKER)" \
 		DOCKER_NETWORK="$(DOCKER_NETWORK)" MII="$(RUN) model-in-image" \

@@ -73,6 +73,8 @@ build_args=()
 while IFS= read -r line; do
   build_args+=(--build-arg "$line")
 done <<<"$facts"
+# numpy を wheel のまま入れる（BLAS なしのソースビルドを省く：速いが 28 MB 大きい）
+[[ -n "${NUMPY_BLAS:-}" ]] && build_args+=(--build-arg "NUMPY_BLAS=$NUMPY_BLAS")
 
 cp -a "$repo/Dockerfile" "$repo/pyproject.toml" "$repo/uv.lock" "$repo/README.md" "$ctx/"
 cp -a "$repo/src" "$ctx/src"
