@@ -41,6 +41,7 @@ from uvicorn.server import ServerState as UvicornServerState
 
 from model_in_image.transport.connections import CONNECTIONS as _CONNECTIONS
 from model_in_image.transport.connections import MALFORMED, REASONS, Rejected
+from model_in_image.transport.cycle import CoalescingCycle
 from model_in_image.transport.framing import Framing
 from model_in_image.transport.limits import ConnectionLimits, ServerConfig, refuse_body
 
@@ -302,6 +303,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._framing.start_body(self.headers)
         previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous:  # 応答はヘッダとボディを 1 回で書く（transport.cycle）
+            self.cycle.__class__ = CoalescingCycle
         self._served += 1
         if _CONNECTIONS.draining and self.cycle is not previous:
             # 受け取った最後のリクエストだけに Connection: close（先に受け取った分は全部応答する）
