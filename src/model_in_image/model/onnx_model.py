@@ -193,12 +193,9 @@ class OnnxModel:
         if self.graph.classes is not None and len(self.graph.classes) == count:
             return self.graph.classes
         if self.heads.zipmap and probe is not None:
-            index = self._names_all().index(self.heads.primary)
+            index = self._all_names.index(self.heads.primary)
             return tuple(str(k) for k in probe[index][0])
         return tuple(str(i) for i in range(count))
-
-    def _names_all(self) -> list[str]:
-        return [o.name for o in self.signature.outputs]
 
     def run(self, feeds: Feeds, names: list[str] | None = None) -> list[Any]:
         """グラフをそのまま実行する（固定のバッチなら大きさごとに分けて実行してつなぐ）。"""
