@@ -2,7 +2,7 @@
 
 Ray はノードのプロセス（GCS・raylet・エージェント）を子に持つので、pytest のプロセスの外で
 起こして止める。結果は result.json（不正な行の文面・skip で残った id）と scored-ray/。
-終了コード 75：Ray のノードが固定の 30 秒で起動しなかった（重いマシン）。
+終了コード 75：Ray のノードが固定の 30 秒で 2 回とも起動しなかった（重いマシン）。
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 STARTUP_TIMEOUT_EXIT = 75
+STARTUP_ATTEMPTS = 2  # 混んだマシンでは 1 回目が 30 秒を超えることがある
 
 
 def invalid_rows(ray: object) -> dict[str, object]:
@@ -54,20 +55,24 @@ def main() -> int:
     # Ray は 127.0.0.1 を「外から届く」アドレス（このマシンのインターフェース）に置き換える：
     # 置き換えずに、GCS・raylet・エージェントを 127.0.0.1 だけで待たせる（Ray 2.60 の内部の関数）
     services.resolve_ip_for_localhost = lambda host: host
-    try:
-        ray.init(
-            # 論理 CPU：アクター 2 つ（各 1）のほかに読み込み・書き出しのタスクの分（2 だと
-            # アクターが取り切り、書き出しが予算待ちで進まなかった）。実際の CPU は 2 のまま
-            num_cpus=4,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            configure_logging=False,
-            log_to_driver=False,
-        )
-    except Exception as exc:  # Ray のノードの起動待ちは 30 秒に固定（設定できない）
-        if "timed out during startup" not in str(exc):
-            raise
-        ray.shutdown()
+    for attempt in range(STARTUP_ATTEMPTS):
+        try:
+            ray.init(
+                # 論理 CPU：アクター 2 つ（各 1）のほかに読み込み・書き出しのタスクの分（2 だと
+                # アクターが取り切り、書き出しが予算待ちで進まなかった）。実際の CPU は 2 のまま
+                num_cpus=4,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                configure_logging=False,
+                log_to_driver=False,
+            )
+            break
+        except Exception as exc:  # Ray のノードの起動待ちは 30 秒に固定（設定できない）
+            if "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
+            print(f"Ray's node did not start in 30 s (attempt {attempt + 1})", file=sys.stderr)
+    else:
         return STARTUP_TIMEOUT_EXIT
     try:
         code = Path(sys.argv[1]).read_text(encoding="utf-8")

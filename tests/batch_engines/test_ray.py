@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 
 pytest.importorskip("ray", reason="Ray Data needs the ray extra: uv sync --extra ray")
-if os.environ.get("MII_TEST_RAY") != "1":
-    # このマシン（2 コアを 6 つの作業で共用）では Ray のノードが固定の 30 秒で起動せず、
-    # 一度も最後まで通っていない：CI を止めないよう、確かめられるマシンでだけ動かす
-    pytest.skip("opt-in: MII_TEST_RAY=1 runs Ray Data locally", allow_module_level=True)
+if os.environ.get("MII_SKIP_RAY") == "1":
+    pytest.skip("MII_SKIP_RAY=1: Ray Data tests skipped on request", allow_module_level=True)
 
 from batch_engines.recipes import pq, prepare, recipe, same_rows, single_process
 
@@ -47,7 +45,7 @@ def ray_run() -> Iterator[tuple[Path, dict[str, Any]]]:
             check=False,
         )
         if done.returncode == STARTUP_TIMEOUT_EXIT:
-            pytest.skip("Ray's node did not start within its fixed 30 s (an overloaded machine)")
+            pytest.skip("Ray's node did not start in its fixed 30 s, twice (overloaded machine)")
         assert done.returncode == 0, done.stderr[-4000:]
         yield work, json.loads((work / "result.json").read_text(encoding="utf-8"))
 
