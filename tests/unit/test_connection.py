@@ -21,6 +21,7 @@ from model_in_image.api.app import create_app
 from model_in_image.server import uvicorn_config
 from model_in_image.transport.connection import IN_FLIGHT, ServerConfig
 from model_in_image.transport.connections import begin_drain, reset_drain
+from model_in_image.transport.cycle import RESPOND
 from support.apps import SettingsFactory
 from support.net import free_port, wait_for
 
@@ -240,7 +241,8 @@ def test_request_extensions_carry_the_in_flight_count(server_config: Any) -> Non
 
     with running(app, server_config) as port:
         exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    assert seen == [{IN_FLIGHT: 0}]
+    assert [extensions[IN_FLIGHT] for extensions in seen] == [0]
+    assert [callable(extensions[RESPOND]) for extensions in seen] == [True]
 
 
 SEEN_BY_NEXT: contextvars.ContextVar[str] = contextvars.ContextVar("seen_by_next")

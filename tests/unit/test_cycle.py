@@ -144,3 +144,73 @@ def test_disconnected_client_gets_nothing() -> None:
 
     play(cycle, START, BODY)
     assert transport.writes == []
+
+
+def respond(cycle: CoalescingCycle, status: int, headers: Any, body: bytes) -> None:
+    asyncio.run(cycle.respond(status, headers, body))
+
+
+JSON: Any = [(b"content-type", b"application/json"), (b"x-request-id", b"abc")]
+
+
+def test_respond_writes_the_whole_response_once_with_its_length() -> None:
+    """ASGI のメッセージ無しの経路：既定のヘッダ・応答のヘッダ・Content-Length・ボディを 1 回で。"""
+    cycle, transport, completed = make_cycle()
+    respond(cycle, 200, JSON, b'{"a":1}')
+    assert transport.writes == [
+        b"HTTP/1.1 200 OK\r\ndate: Mon, 07 Dec 2026 00:00:00 GMT\r\n"
+        b"content-type: application/json\r\nx-request-id: abc\r\ncontent-length: 7\r\n\r\n"
+        b'{"a":1}'
+    ]
+    assert completed == [1]
+    assert cycle.response_complete
+    assert cycle.message_event.is_set()
+    assert not transport.closed
+
+
+def test_respond_closes_after_the_response_when_not_keep_alive() -> None:
+    cycle, transport, completed = make_cycle(keep_alive=False)
+    respond(cycle, 503, JSON, b"{}")
+    (written,) = transport.writes
+    assert written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"content-length: 2\r\nconnection: close\r\n\r\n{}" in written
+    assert transport.closed
+    assert completed == [1]
+
+
+def test_respond_to_head_sends_the_length_of_the_body_without_it() -> None:
+    """HEAD は uvicorn の send の手順：同じ Content-Length で、ボディは書かない。"""
+    cycle, transport, completed = make_cycle("HEAD")
+    respond(cycle, 200, JSON, b'{"a":1}')
+    assert b"".join(transport.writes).endswith(b"content-length: 7\r\n\r\n")
+    assert completed == [len(transport.writes)]
+
+
+def test_respond_refuses_a_header_value_with_a_line_break() -> None:
+    """応答分割の防止（uvicorn と同じ規則）：何も書かずに誤り。"""
+    cycle, transport, completed = make_cycle()
+    with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
+        respond(cycle, 200, [(b"x-request-id", b"a\r\nset-cookie: x")], b"{}")
+    assert transport.writes == []
+    assert completed == []
+    assert not cycle.response_started
+
+
+def test_respond_after_a_disconnect_writes_nothing() -> None:
+    cycle, transport, completed = make_cycle()
+    cycle.disconnected = True
+    respond(cycle, 200, JSON, b"{}")
+    assert transport.writes == []
+    assert completed == []
+
+
+def test_respond_reuses_the_default_headers_until_uvicorn_replaces_the_list() -> None:
+    """date は秒ごとに新しいリストに替わる：替わったら新しい値を書く。"""
+    first, transport, _ = make_cycle()
+    respond(first, 200, JSON, b"{}")
+    second, later, _ = make_cycle()
+    second.default_headers = [(b"date", b"Mon, 07 Dec 2026 00:00:01 GMT")]
+    respond(second, 200, JSON, b"{}")
+    assert b"00:00:00 GMT" in transport.writes[0]
+    assert b"00:00:01 GMT" in later.writes[0]
+    assert b"00:00:00" not in later.writes[0]

@@ -5,15 +5,47 @@ TCP のセグメントが 2 つになる。ここでは http.response.start を�
 最初のボディの書き込みの前に付けて 1 回で書く。ヘッダの検証・Content-Length の確認・
 keep-alive・切断の扱いは uvicorn の send のまま（書き込み先を差し替えるだけ）。
 ボディを書かない HEAD だけは uvicorn と同じく 2 回に分けて送る。
+
+ディスパッチャが組み立てた応答は respond（ASGI の拡張 scope["extensions"][RESPOND]）で
+ASGI のメッセージを作らずに送る：ステータス行・既定のヘッダ（秒ごとに替わる date など。
+バイト列にしたものを使い回す）・応答のヘッダ・Content-Length を 1 回で書く。値の検証は
+uvicorn と同じ規則を全部の値に 1 回の検索で。
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
+
+RESPOND = "model_in_image.respond"
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class _DefaultHeaders:
+    """uvicorn の既定のヘッダ（リスト）をバイト列にしたもの。リストが替わったら作り直す。"""
+
+    __slots__ = ("encoded", "source")
+
+    def __init__(self) -> None:
+        self.source: list[tuple[bytes, bytes]] | None = None
+        self.encoded = b""
+
+    def of(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if headers is not self.source:
+            self.encoded = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+            self.source = headers
+        return self.encoded
+
+
+_DEFAULTS = _DefaultHeaders()
 
 
 class _Collect:
@@ -91,3 +123,44 @@ class CoalescingCycle(RequestResponseCycle):
             self.transport = real
             if isinstance(prefixed, _Prefixed) and prefixed._head:  # 書かれずに終わった
                 prefixed.write(b"")
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        """応答全体を 1 回で書く（headers に Content-Length・Connection・Transfer-Encoding は
+        含めない：Content-Length は len(body)、keep-alive でなければ Connection: close を付ける）。
+
+        HEAD・uvicorn のアクセスログ・もう始まった応答は uvicorn の send の手順で送る。
+        """
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        if (
+            self.response_started
+            or self._pending is not None
+            or self.access_log
+            or (self.scope["method"] == "HEAD")
+        ):
+            length = (b"content-length", b"%d" % len(body))
+            start = {"type": "http.response.start", "status": status, "headers": [*headers, length]}
+            await self.send(start)  # type: ignore[arg-type]
+            await self.send({"type": "http.response.body", "body": body})
+            return
+        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+            raise RuntimeError("Invalid HTTP header value.")
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        parts = [STATUS_LINE[status], _DEFAULTS.of(self.default_headers)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"content-length: %d\r\n" % len(body))
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        self.transport.write(b"".join(parts))
+        self.chunked_encoding = False
+        self.expected_content_length = 0
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()

@@ -18,6 +18,7 @@ from model_in_image.metrics import Metrics
 from model_in_image.observability.request_id import Exchange
 from model_in_image.observability.telemetry import RequestTelemetry
 from model_in_image.transport.connection import IN_FLIGHT
+from model_in_image.transport.cycle import RESPOND
 from model_in_image.transport.http import ClientDisconnectedError, Request, Response, send_response
 from model_in_image.transport.routing import Route, Router
 
@@ -90,17 +91,21 @@ class Dispatcher:
         except Exception:
             logger.exception("unhandled error on %s %s", route.method, route.path)
             response = route.errors(ModelServerError(INTERNAL_ERROR))
-        await self._send(send, response, head, exchange)
+        await self._send(scope, send, response, head, exchange)
         return response.status
 
     @staticmethod
-    async def _send(send: Send, response: Response, head: bool, exchange: Exchange | None) -> None:
+    async def _send(
+        scope: Scope, send: Send, response: Response, head: bool, exchange: Exchange | None
+    ) -> None:
+        extensions = scope.get("extensions")
+        respond = extensions.get(RESPOND) if extensions else None  # 1 回で書く（transport.cycle）
         if exchange is None:
-            await send_response(send, response, head=head)
+            await send_response(send, response, head=head, respond=respond)
             return
         exchange.status = response.status
         exchange.sent = 0 if head else len(response.body)
-        await send_response(send, response, head=head, extra=exchange.headers)
+        await send_response(send, response, head=head, extra=exchange.headers, respond=respond)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI エントリポイント。"""
@@ -125,7 +130,7 @@ class Dispatcher:
                         route, params, scope, receive, send, head=head, exchange=exchange
                     )
                 elif refusal is not None:
-                    await self._send(send, refusal, head, exchange)
+                    await self._send(scope, send, refusal, head, exchange)
                     status = refusal.status
         finally:
             seconds = perf_counter() - start

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
@@ -119,14 +119,29 @@ class Request:
         return b"".join(chunks)
 
 
+Respond = Callable[[int, Sequence[tuple[bytes, bytes]], bytes], Awaitable[None]]
+
+
 async def send_response(
     send: Send,
     response: Response,
     *,
     head: bool = False,
     extra: tuple[tuple[bytes, bytes], ...] = (),
+    respond: Respond | None = None,
 ) -> None:
-    """応答を送る（HEAD なら同じヘッダでボディなし）。extra はこのリクエストだけのヘッダ。"""
+    """応答を送る（HEAD なら同じヘッダでボディなし）。extra はこのリクエストだけのヘッダ。
+
+    respond（接続の拡張、transport.cycle）があれば ASGI のメッセージを作らずに 1 回で送る
+    （Content-Length は respond が付け、HEAD ではボディを書かない）。
+    """
+    if respond is not None:
+        await respond(
+            response.status,
+            [(b"content-type", response.content_type), *response.headers, *extra],
+            response.body,
+        )
+        return
     headers = [
         (b"content-type", response.content_type),
         (b"content-length", str(len(response.body)).encode()),
