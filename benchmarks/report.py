@@ -17,6 +17,7 @@ RATIO_PAIRS: tuple[tuple[str, str], ...] = (
     ("ours", "ours-nomonitoring"),
     ("ours", "ours-bare"),
     ("ours", "ours-nometrics"),
+    ("ours", "ours-nogrpc"),
     ("ours-tracing", "ours"),
     ("ours-batch64", "ours"),
     ("ours-mlp-batch64", "ours-mlp"),

@@ -186,6 +186,14 @@ VARIANTS: tuple[Variant, ...] = (
         requires_setting="prediction_monitoring",
     ),
     Variant(
+        name="ours-nogrpc",
+        description="ours with GRPC_PORT=0 (no gRPC server and its poller thread in the worker)",
+        argv=_OURS,
+        env={**_OURS_ENV, "GRPC_PORT": "0"},
+        quick_loads=(),  # --quick では測らない（--variants で名指しして測る）
+        quick_workers=(1,),
+    ),
+    Variant(
         name="ours-bare",
         description="ours with ACCESS_LOG=false and PREDICTION_MONITORING=false (request IDs only)",
         argv=_OURS,
