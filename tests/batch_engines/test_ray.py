@@ -30,6 +30,14 @@ DRIVER_TIMEOUT = 250
 STARTUP_TIMEOUT_EXIT = 75
 
 pytestmark = pytest.mark.timeout(DRIVER_TIMEOUT + 120)
+# coverage（patch = subprocess）が子のプロセスに計測を引き継ぐための環境変数
+COVERAGE_VARIABLES = frozenset({"COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"})
+
+
+def _without_coverage() -> dict[str, str]:
+    """coverage の subprocess の計測を外した環境（make test の --cov の下では Ray のノードの
+    Python のプロセス全部が計測付きで起動し、ノードが 30 秒で起動しなかった）。"""
+    return {k: v for k, v in os.environ.items() if k not in COVERAGE_VARIABLES}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +53,7 @@ def ray_run() -> Iterator[tuple[Path, dict[str, Any]]]:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # Ray のノードのプロセスごと止められるように
+            env=_without_coverage(),
         )
         try:
             _, stderr = driver.communicate(timeout=DRIVER_TIMEOUT)
