@@ -18,10 +18,14 @@ import pytest
 import uvicorn
 
 from model_in_image.api.app import create_app
+from model_in_image.errors import ModelServerError
 from model_in_image.server import uvicorn_config
 from model_in_image.transport.connection import IN_FLIGHT, ServerConfig
 from model_in_image.transport.connections import begin_drain, reset_drain
 from model_in_image.transport.cycle import RESPOND
+from model_in_image.transport.dispatcher import Dispatcher
+from model_in_image.transport.http import Request, Response
+from model_in_image.transport.routing import Route, RouteDoc
 from support.apps import SettingsFactory
 from support.net import free_port, wait_for
 
@@ -262,3 +266,48 @@ def test_pipelined_requests_do_not_inherit_the_previous_context(server_config: A
         request = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
         exchange(port, request * 5 + b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert seen == [None] * 6
+
+
+def _ok_dispatcher() -> Dispatcher:
+    async def ok(request: Request) -> Response:
+        return Response(200, b'{"ok":1}')
+
+    def errors(exc: ModelServerError) -> Response:
+        return Response(500, b"{}")
+
+    doc = RouteDoc("ok", "ok", "test", "ok")
+    return Dispatcher([Route("GET", "/ok", ok, errors, doc)], fallback=_no_fallback, max_body=64)
+
+
+async def _no_fallback(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the fallback must not be called")
+
+
+def test_dispatcher_responses_go_out_in_one_piece(server_config: Any) -> None:
+    """ディスパッチャの応答は respond で：ステータス行・ヘッダ・Content-Length・ボディ。"""
+    with running(_ok_dispatcher(), server_config) as port:
+        received = exchange(port, b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\ncontent-length: 8" in head
+    assert b"\r\nconnection: close" in head
+    assert body == b'{"ok":1}'
+
+
+def test_a_middleware_that_wraps_send_still_sees_the_response(server_config: Any) -> None:
+    """外側のミドルウェアが send を包んだら respond を使わない（包んだ send が応答を通す）。"""
+    dispatcher = _ok_dispatcher()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def wrapped(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"x-wrapped", b"1")]}
+            await send(message)
+
+        await dispatcher(scope, receive, wrapped)
+
+    with running(app, server_config) as port:
+        received = exchange(port, b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"\r\nx-wrapped: 1" in head
+    assert body == b'{"ok":1}'

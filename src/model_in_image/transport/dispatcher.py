@@ -100,6 +100,8 @@ class Dispatcher:
     ) -> None:
         extensions = scope.get("extensions")
         respond = extensions.get(RESPOND) if extensions else None  # 1 回で書く（transport.cycle）
+        if respond is not None and getattr(send, "__self__", None) is not respond.__self__:
+            respond = None  # 外側のミドルウェアが send を包んだ：その send を通す
         if exchange is None:
             await send_response(send, response, head=head, respond=respond)
             return
