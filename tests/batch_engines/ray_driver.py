@@ -49,6 +49,9 @@ def invalid_rows(ray: object) -> dict[str, object]:
 
 def main() -> int:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # 外へ送らない
+    # uv run の下で起動されたドライバーを見つけると、Ray はワーカーも uv run で起こす（既定）：
+    # オフラインではワーカーが登録されず、アクターが待ち続けた
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
     import ray
     from ray._private import services
 
