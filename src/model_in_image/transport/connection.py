@@ -41,7 +41,7 @@ from uvicorn.server import ServerState as UvicornServerState
 
 from model_in_image.transport.connections import CONNECTIONS as _CONNECTIONS
 from model_in_image.transport.connections import MALFORMED, REASONS, Rejected
-from model_in_image.transport.cycle import RESPOND, CoalescingCycle
+from model_in_image.transport.cycle import CoalescingCycle
 from model_in_image.transport.framing import Framing
 from model_in_image.transport.limits import ConnectionLimits, ServerConfig, refuse_body
 
@@ -305,7 +305,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not previous:  # 応答はヘッダとボディを 1 回で書く（transport.cycle）
             self.cycle.__class__ = CoalescingCycle
-            self.scope["extensions"][RESPOND] = self.cycle.respond  # type: ignore[attr-defined]
         self._served += 1
         if _CONNECTIONS.draining and self.cycle is not previous:
             # 受け取った最後のリクエストだけに Connection: close（先に受け取った分は全部応答する）

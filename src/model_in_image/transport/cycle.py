@@ -6,10 +6,11 @@ TCP のセグメントが 2 つになる。ここでは http.response.start を�
 keep-alive・切断の扱いは uvicorn の send のまま（書き込み先を差し替えるだけ）。
 ボディを書かない HEAD だけは uvicorn と同じく 2 回に分けて送る。
 
-ディスパッチャが組み立てた応答は respond（ASGI の拡張 scope["extensions"][RESPOND]）で
-ASGI のメッセージを作らずに送る：ステータス行・既定のヘッダ（秒ごとに替わる date など。
-バイト列にしたものを使い回す）・応答のヘッダ・Content-Length を 1 回で書く。値の検証は
-uvicorn と同じ規則を全部の値に 1 回の検索で。
+ディスパッチャが組み立てた応答は respond で ASGI のメッセージを作らずに送る：ステータス行・
+既定のヘッダ（秒ごとに替わる date など。バイト列にしたものを使い回す）・応答のヘッダ・
+Content-Length を 1 回で書く。値の検証は uvicorn と同じ規則を全部の値に 1 回の検索で。
+ディスパッチャは受け取った send がこのサイクルのものなら respond を使う（scope に入れて渡すと
+scope → respond → サイクル → scope の循環参照になり、リクエストごとに GC の回収を待つ）。
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-RESPOND = "model_in_image.respond"
 Headers = Sequence[tuple[bytes, bytes]]
 
 

@@ -18,7 +18,7 @@ from model_in_image.metrics import Metrics
 from model_in_image.observability.request_id import Exchange
 from model_in_image.observability.telemetry import RequestTelemetry
 from model_in_image.transport.connection import IN_FLIGHT
-from model_in_image.transport.cycle import RESPOND
+from model_in_image.transport.cycle import CoalescingCycle
 from model_in_image.transport.http import ClientDisconnectedError, Request, Response, send_response
 from model_in_image.transport.routing import Route, Router
 
@@ -98,10 +98,10 @@ class Dispatcher:
     async def _send(
         scope: Scope, send: Send, response: Response, head: bool, exchange: Exchange | None
     ) -> None:
-        extensions = scope.get("extensions")
-        respond = extensions.get(RESPOND) if extensions else None  # 1 回で書く（transport.cycle）
-        if respond is not None and getattr(send, "__self__", None) is not respond.__self__:
-            respond = None  # 外側のミドルウェアが send を包んだ：その send を通す
+        # send が接続のサイクルそのものなら 1 回で書く（transport.cycle）。外側のミドルウェアが
+        # send を包んでいれば、その send を通す
+        cycle = getattr(send, "__self__", None)
+        respond = cycle.respond if type(cycle) is CoalescingCycle else None
         if exchange is None:
             await send_response(send, response, head=head, respond=respond)
             return
