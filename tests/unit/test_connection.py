@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import gc
+import re
 import socket
 import threading
 import time
@@ -21,12 +23,12 @@ import uvicorn
 from model_in_image.api.app import create_app
 from model_in_image.errors import ModelServerError
 from model_in_image.server import uvicorn_config
-from model_in_image.transport.connection import IN_FLIGHT, ServerConfig
+from model_in_image.transport.connection import IN_FLIGHT, MAX_PIPELINED, ServerConfig
 from model_in_image.transport.connections import begin_drain, reset_drain
 from model_in_image.transport.cycle import CoalescingCycle
 from model_in_image.transport.dispatcher import Dispatcher
 from model_in_image.transport.http import Request, Response
-from model_in_image.transport.routing import Route, RouteDoc
+from model_in_image.transport.routing import Route, RouteDoc, Router
 from support.apps import SettingsFactory
 from support.net import free_port, wait_for
 
@@ -317,6 +319,40 @@ def test_a_served_request_leaves_no_reference_cycle(server_config: Any) -> None:
             gc.garbage.clear()
     assert received.count(b"HTTP/1.1 200 OK") == 6
     assert left == []
+
+
+def test_responses_written_at_the_end_of_the_turn_keep_their_order(server_config: Any) -> None:
+    """ほかの接続のリクエストが処理中（書き込みを周回の終わりにまとめる）でも、パイプラインの
+    応答は順に届き、後ろの壊れたリクエストの 400 は先の応答の後に来る（300 件 + 壊れた 1 件）。"""
+
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(1.0)
+        return Response(200, b'{"slow":1}')
+
+    dispatcher = _ok_dispatcher()
+    doc = RouteDoc("slow", "slow", "test", "slow")
+    dispatcher.router = Router([*dispatcher.router.routes, Route("GET", "/slow", slow, _500, doc)])
+    ok = b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"
+    with running(dispatcher, server_config) as port:
+        held: list[bytes] = []
+        holder = threading.Thread(
+            target=lambda: held.append(exchange(port, b"GET /slow HTTP/1.1\r\nHost: a" + CLOSE))
+        )
+        holder.start()
+        time.sleep(0.3)  # /slow が処理中（処理待ち 2 件以上の間は書き込みをまとめる）
+        received = exchange(port, ok * 300 + b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        holder.join(timeout=5)
+    # 最初の 8 KiB で受け取った分には全部応答し、残りを読んだところで 400 を返して閉じる
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert len(statuses) > MAX_PIPELINED
+    assert statuses == [b"200"] * (len(statuses) - 1) + [b"400"]
+    assert received.count(b'{"ok":1}') == len(statuses) - 1
+    assert len(held) == 1
+    assert held[0].startswith(b"HTTP/1.1 200 OK")
+
+
+def _500(exc: ModelServerError) -> Response:
+    return Response(500, b"{}")
 
 
 def test_a_middleware_that_wraps_send_still_sees_the_response(server_config: Any) -> None:

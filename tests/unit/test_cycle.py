@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 
-from model_in_image.transport.cycle import CoalescingCycle
+from model_in_image.transport.connections import CONNECTIONS
+from model_in_image.transport.cycle import OUTBOX, CoalescingCycle, flush_responses
 
 LOGGER = logging.getLogger("test.cycle")
 
@@ -214,3 +215,61 @@ def test_respond_reuses_the_default_headers_until_uvicorn_replaces_the_list() ->
     assert b"00:00:00 GMT" in transport.writes[0]
     assert b"00:00:01 GMT" in later.writes[0]
     assert b"00:00:00" not in later.writes[0]
+
+
+def test_respond_writes_at_the_end_of_the_turn_when_other_requests_are_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ほかにも処理中なら、書き込みは周回の終わりにまとめて（順に書き、閉じるのはその後）。"""
+    monkeypatch.setattr(CONNECTIONS, "in_flight", 2)
+    first, first_transport, _ = make_cycle()
+    second, second_transport, completed = make_cycle(keep_alive=False)
+    during: list[tuple[int, int]] = []
+
+    async def run() -> None:
+        await first.respond(200, JSON, b"1")
+        await second.respond(200, JSON, b"2")
+        during.append((len(first_transport.writes), len(second_transport.writes)))
+        await asyncio.sleep(0)  # 次の周回
+
+    asyncio.run(run())
+    assert during == [(0, 0)]
+    assert completed == [0]  # 応答は済んだ（次のリクエストへ進める）：書くのはその後
+    assert first_transport.writes[0].endswith(b"\r\n\r\n1")
+    assert second_transport.writes[0].endswith(b"connection: close\r\n\r\n2")
+    assert second_transport.closed
+    assert not first_transport.closed
+    assert not OUTBOX.items
+
+
+def test_flush_responses_writes_now_and_drops_only_closed_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """接続を閉じる前の flush_responses：溜めた応答をその場で書く（閉じた接続の分だけ捨てる）。"""
+    monkeypatch.setattr(CONNECTIONS, "in_flight", 2)
+    kept, kept_transport, _ = make_cycle()
+    gone, gone_transport, _ = make_cycle()
+    written: list[int] = []
+
+    async def run() -> None:
+        await kept.respond(200, JSON, b"1")
+        await gone.respond(200, JSON, b"2")
+        gone_transport.closed = True  # 相手が切断した（FakeTransport は閉じた後の write を拒む）
+        flush_responses()
+        written.append(len(kept_transport.writes))
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert written == [1]
+    assert len(kept_transport.writes) == 1
+    assert gone_transport.writes == []
+    assert not OUTBOX.items
+
+
+def test_a_lone_request_is_written_at_once() -> None:
+    """処理中がこのリクエストだけなら待たせない（まとめる相手がいない）。"""
+    assert CONNECTIONS.in_flight <= 1
+    cycle, transport, _ = make_cycle()
+    respond(cycle, 200, JSON, b"1")
+    assert len(transport.writes) == 1
+    assert not OUTBOX.items

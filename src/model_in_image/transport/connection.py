@@ -41,7 +41,7 @@ from uvicorn.server import ServerState as UvicornServerState
 
 from model_in_image.transport.connections import CONNECTIONS as _CONNECTIONS
 from model_in_image.transport.connections import MALFORMED, REASONS, Rejected
-from model_in_image.transport.cycle import CoalescingCycle
+from model_in_image.transport.cycle import CoalescingCycle, flush_responses
 from model_in_image.transport.framing import Framing
 from model_in_image.transport.limits import ConnectionLimits, ServerConfig, refuse_body
 
@@ -131,6 +131,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if not self.transport.is_closing():
             self.logger.debug("closing a connection that was idle or slow past its deadline")
+            flush_responses()
             self.transport.close()
 
     def _write_expired(self) -> None:
@@ -243,6 +244,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
         elif not self.transport.is_closing():
+            flush_responses()
             self.transport.close()
 
     def _head_too_large(self) -> Rejected:
@@ -254,6 +256,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """JSON の誤りを返して接続を閉じる（以後の受信は捨てる）。"""
         body = json.dumps({"detail": rejection.detail}).encode()
         status = rejection.status
+        flush_responses()  # 先に受け取ったリクエストへの応答が先
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
@@ -349,6 +352,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _close_if_idle(self) -> None:
         self.timeout_keep_alive_task = None
         if self._idle() and not self.transport.is_closing():
+            flush_responses()
             self.transport.close()
 
     @property
@@ -382,6 +386,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """終了時：まだ 1 件も受け取っていない接続は、最初のリクエストを猶予のあいだ待つ。"""
+        flush_responses()  # 応答し終えた（書くのを待つ）接続を閉じる前に
         if self._served == 0 and self._idle() and not self.transport.is_closing():
             _CONNECTIONS.draining = True  # 届いたリクエストには Connection: close で応える
             self.start_draining()

@@ -17,6 +17,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from model_in_image.transport.cycle import flush_responses
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_URL_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1024 * 1024
@@ -78,6 +80,7 @@ def refuse_body(protocol: HttpToolsProtocol, detail: str) -> None:
     """受信中のボディが上限を超えた：以後の受信は捨て、アプリに 413 を返させて閉じる。"""
     cycle = protocol.cycle
     protocol.parser = None  # type: ignore[assignment]
+    flush_responses()  # 先に応答し終えた分を、送信側を閉じる前に書く
     if cycle is None:  # 念のため（ボディはヘッダの後にしか来ない）
         protocol.transport.close()
         return
