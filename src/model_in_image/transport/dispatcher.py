@@ -91,13 +91,11 @@ class Dispatcher:
         except Exception:
             logger.exception("unhandled error on %s %s", route.method, route.path)
             response = route.errors(ModelServerError(INTERNAL_ERROR))
-        await self._send(scope, send, response, head, exchange)
+        await self._send(send, response, head, exchange)
         return response.status
 
     @staticmethod
-    async def _send(
-        scope: Scope, send: Send, response: Response, head: bool, exchange: Exchange | None
-    ) -> None:
+    async def _send(send: Send, response: Response, head: bool, exchange: Exchange | None) -> None:
         # send が接続のサイクルそのものなら 1 回で書く（transport.cycle）。外側のミドルウェアが
         # send を包んでいれば、その send を通す
         cycle = getattr(send, "__self__", None)
@@ -132,7 +130,7 @@ class Dispatcher:
                         route, params, scope, receive, send, head=head, exchange=exchange
                     )
                 elif refusal is not None:
-                    await self._send(scope, send, refusal, head, exchange)
+                    await self._send(send, refusal, head, exchange)
                     status = refusal.status
         finally:
             seconds = perf_counter() - start
