@@ -81,6 +81,7 @@ LOADS: tuple[Load, ...] = (
     Load("c1", "1 row, c=1", "/predict", 1, 1),
     Load("c16", "1 row, c=16", "/predict", 1, 16),
     Load("c64", "1 row, c=64", "/predict", 1, 64),
+    Load("c256", "1 row, c=256", "/predict", 1, 256),
     Load("batch64", "64 rows, c=16", "/predict", 64, 16),
     # REST と gRPC を交互に（同じ点の 2 つを近い時刻に測る）
     *(
