@@ -307,7 +307,7 @@ def test_a_served_request_leaves_no_reference_cycle(server_config: Any) -> None:
     """
     request = b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"
     with running(_ok_dispatcher(), server_config) as port:
-        exchange(port, request)  # 暖機（初回だけ作られるもの）
+        exchange(port, request.replace(b"\r\n\r\n", CLOSE))  # 暖機（初回だけ作られるもの）
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
@@ -325,7 +325,10 @@ def test_responses_written_at_the_end_of_the_turn_keep_their_order(server_config
     """ほかの接続のリクエストが処理中（書き込みを周回の終わりにまとめる）でも、パイプラインの
     応答は順に届き、後ろの壊れたリクエストの 400 は先の応答の後に来る（300 件 + 壊れた 1 件）。"""
 
+    started = threading.Event()
+
     async def slow(request: Request) -> Response:
+        started.set()
         await asyncio.sleep(1.0)
         return Response(200, b'{"slow":1}')
 
@@ -339,7 +342,7 @@ def test_responses_written_at_the_end_of_the_turn_keep_their_order(server_config
             target=lambda: held.append(exchange(port, b"GET /slow HTTP/1.1\r\nHost: a" + CLOSE))
         )
         holder.start()
-        time.sleep(0.3)  # /slow が処理中（処理待ち 2 件以上の間は書き込みをまとめる）
+        assert started.wait(5)  # /slow が処理中（処理待ち 2 件以上の間は書き込みをまとめる）
         received = exchange(port, ok * 300 + b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
         holder.join(timeout=5)
     # 最初の 8 KiB で受け取った分には全部応答し、残りを読んだところで 400 を返して閉じる
