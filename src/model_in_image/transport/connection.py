@@ -131,8 +131,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if not self.transport.is_closing():
             self.logger.debug("closing a connection that was idle or slow past its deadline")
-            flush_responses()
-            self.transport.close()
+            self._close()
 
     def _write_expired(self) -> None:
         self._write_deadline = None
@@ -244,8 +243,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
         elif not self.transport.is_closing():
-            flush_responses()
-            self.transport.close()
+            self._close()
+
+    def _close(self, last: bytes = b"") -> None:
+        """接続を閉じる（このモジュールで閉じる経路はすべてここ）。周回の終わりを待つ応答を先に書き、
+        順序を保ち失わない。last は最後に書くバイト列（拒否の応答）。"""
+        flush_responses()
+        if last:
+            self.transport.write(last)
+        self.transport.close()
 
     def _head_too_large(self) -> Rejected:
         if not self.headers:  # まだ最初のヘッダも届いていない：リクエスト行が長すぎる
@@ -256,12 +262,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """JSON の誤りを返して接続を閉じる（以後の受信は捨てる）。"""
         body = json.dumps({"detail": rejection.detail}).encode()
         status = rejection.status
-        flush_responses()  # 先に受け取ったリクエストへの応答が先
-        self.transport.write(
+        self._close(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
         )
-        self.transport.close()
         self.parser = None  # type: ignore[assignment]
 
     def on_message_begin(self) -> None:
@@ -352,8 +356,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _close_if_idle(self) -> None:
         self.timeout_keep_alive_task = None
         if self._idle() and not self.transport.is_closing():
-            flush_responses()
-            self.transport.close()
+            self._close()
 
     @property
     def has_unparsed(self) -> bool:
