@@ -88,7 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def make_plan(args: argparse.Namespace) -> Plan:
     """引数から段取りを作る。"""
     plan = QUICK if args.quick else FULL
-    names = args.loads.split(",") if args.loads else ["seed"]
+    # 既定：quick はシード API だけ、全部のときは重い MLP（適応バッチと peer）も
+    names = args.loads.split(",") if args.loads else ["seed"] if args.quick else ["seed", "heavy"]
     loads = tuple(key for name in names for key in LOAD_GROUPS.get(name, (name,)))
     unknown = set(loads) - {ld.key for ld in LOADS}
     if unknown:

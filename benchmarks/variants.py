@@ -48,6 +48,13 @@ class Variant:
     apis: tuple[str, ...] = (SEED,)
     # 提供するモデル（負荷はこのモデルのものだけを測る）
     model: str = IRIS
+    # PyPI の別のサーバー（benchmarks/peers/）：準備完了は /readyz、応答は行の JSON の配列
+    peer: bool = False
+
+    @property
+    def health_path(self) -> str:
+        """準備完了を確かめるパス。"""
+        return "/readyz" if self.peer else "/health"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,27 @@ _OURS_ENV = {
 }
 _OURS_APIS = (SEED, V2, GRPC)
 _MLP_ENV = {**_OURS_ENV, "MODEL_FILEPATH": "{mlp_model}", "LABEL_FILEPATH": ""}
+# peer：BentoML を固定した版で別の一時環境に入れて起動する（初回だけ PyPI から入れる）
+PEER_REQUIREMENTS = ROOT / "benchmarks" / "peers" / "bentoml-requirements.txt"
+_BENTOML = (
+    "{uv}",
+    "run",
+    "--isolated",
+    "--no-project",
+    "--python",
+    "3.11",
+    "--with-requirements",
+    str(PEER_REQUIREMENTS),
+    "bentoml",
+    "serve",
+    "benchmarks.peers.bentoml_service:Peer",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+)
+_BENTOML_ENV = {"PEER_MODEL": str(ROOT / "models" / "iris_svc.onnx"), "PEER_WORKERS": "{workers}"}
+_BENTOML_MLP_ENV = {**_BENTOML_ENV, "PEER_MODEL": "{mlp_model}"}
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(
@@ -244,6 +272,30 @@ VARIANTS: tuple[Variant, ...] = (
         env={**_MLP_ENV, "MAX_BATCH_SIZE": "64"},
         model=MLP,
         requires_setting="max_batch_size",
+    ),
+    Variant(
+        name="peer-bentoml",
+        description="peer: BentoML 1.4.40 serving the same Iris ONNX model (no batching)",
+        argv=_BENTOML,
+        env=_BENTOML_ENV,
+        quick_loads=(),
+        peer=True,
+    ),
+    Variant(
+        name="peer-bentoml-mlp",
+        description="peer: BentoML 1.4.40 serving the heavy MLP, no batching",
+        argv=_BENTOML,
+        env=_BENTOML_MLP_ENV,
+        model=MLP,
+        peer=True,
+    ),
+    Variant(
+        name="peer-bentoml-mlp-batch64",
+        description="peer: BentoML 1.4.40 serving the heavy MLP, adaptive batching up to 64 rows",
+        argv=_BENTOML,
+        env={**_BENTOML_MLP_ENV, "PEER_MAX_BATCH_SIZE": "64", "PEER_MAX_LATENCY_MS": "1000"},
+        model=MLP,
+        peer=True,
     ),
 )
 

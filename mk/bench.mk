@@ -12,7 +12,7 @@ bench: | $(UV) ## floor・教科書・本実装を wrk で比べる（全部、�
 	$(BENCH_RUN) python -m benchmarks --uv "$(UV)" $(BENCH_ARGS)
 
 .PHONY: bench-quick
-bench-quick: | $(UV) ## ベンチマークの短縮版（約 3 分）
+bench-quick: | $(UV) ## ベンチマークの短縮版（約 4 分）
 	$(BENCH_RUN) python -m benchmarks --quick --uv "$(UV)" $(BENCH_ARGS)
 
 .PHONY: bench-batch

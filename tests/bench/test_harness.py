@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
 import math
 import os
+import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,10 +19,11 @@ from benchmarks.cli import extract_src, make_plan, parse_args, select_variants
 from benchmarks.environment import gunicorn_worker_class
 from benchmarks.heavy_model import write_mlp
 from benchmarks.measure import QUICK
-from benchmarks.processes import server_env
+from benchmarks.processes import Server, ServerStartError, check_response, server_env
 from benchmarks.variants import (
     LOAD_GROUPS,
     LOADS,
+    PEER_REQUIREMENTS,
     VARIANTS,
     baseline_variant,
     expand,
@@ -289,7 +293,9 @@ def test_baseline_runs_src_of_a_git_ref(tmp_path: Path) -> None:
 
 
 def test_load_groups_default_to_the_seed_api() -> None:
-    assert make_plan(parse_args([])).loads == LOAD_GROUPS["seed"]
+    # 全部の実行は重い MLP（適応バッチと peer）も、quick はシード API だけ
+    assert make_plan(parse_args([])).loads == (*LOAD_GROUPS["seed"], *LOAD_GROUPS["heavy"])
+    assert make_plan(parse_args(["--quick"])).loads == LOAD_GROUPS["seed"]
     assert {ld.api for ld in LOADS if ld.key in LOAD_GROUPS["seed"]} == {"seed"}
     plan = make_plan(parse_args(["--loads", "protocols,c1"]))
     assert plan.loads == (*LOAD_GROUPS["protocols"], "c1")
@@ -395,3 +401,75 @@ def test_grpc_load_request_is_a_raw_model_infer_request() -> None:
 def test_grpc_load_refuses_unbounded_or_remote_runs(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         grpc_load.main(argv)
+
+
+def test_peer_variants_run_bentoml_pinned_with_hashes() -> None:
+    """peer は固定した版（ハッシュ付き）の BentoML を別環境で起動し、/readyz で準備完了を見る。"""
+    peers = {v.name: v for v in VARIANTS if v.peer}
+    assert set(peers) == {"peer-bentoml", "peer-bentoml-mlp", "peer-bentoml-mlp-batch64"}
+    pins = PEER_REQUIREMENTS.read_text()
+    assert "\nbentoml==1.4.40 \\\n    --hash=sha256:" in pins
+    assert "\nonnxruntime==" in pins
+    for variant in peers.values():
+        assert variant.health_path == "/readyz"
+        assert "--with-requirements" in variant.argv
+        assert "benchmarks.peers.bentoml_service:Peer" in variant.argv
+    batch = peers["peer-bentoml-mlp-batch64"].env
+    assert batch["PEER_MAX_BATCH_SIZE"] == "64"
+    assert "PEER_MAX_BATCH_SIZE" not in peers["peer-bentoml-mlp"].env
+    assert next(v for v in VARIANTS if v.name == "ours").health_path == "/health"
+    # peer の Iris はシード API の負荷だけ、MLP の peer は重い負荷だけを測る
+    keys = LOAD_GROUPS["all"]
+    assert {ld.key for ld in loads_for(peers["peer-bentoml"], keys, quick=False)} == set(
+        LOAD_GROUPS["seed"]
+    )
+    assert {ld.key for ld in loads_for(peers["peer-bentoml-mlp"], keys, quick=False)} == set(
+        LOAD_GROUPS["heavy"]
+    )
+
+
+def _answering(body: bytes) -> Any:
+    """POST に body で答える 127.0.0.1 の HTTP サーバー（スレッド）。"""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+@pytest.mark.parametrize(
+    ("peer", "body", "accepted"),
+    [
+        (True, b"[[0.9, 0.05, 0.05]]", True),  # 1 行に 1 行
+        (True, b"[[0.9, 0.05, 0.05], [0.1, 0.1, 0.8]]", False),  # 行の数が違う
+        (True, b'{"prediction": [0.9, 0.05, 0.05]}', False),  # peer は配列で答える
+        (False, b'{"prediction": [0.9, 0.05, 0.05]}', True),
+        (False, b"[[0.9, 0.05, 0.05]]", False),
+    ],
+)
+def test_check_response_expects_each_server_s_answer(
+    peer: bool, body: bytes, accepted: bool
+) -> None:
+    variant = next(v for v in VARIANTS if v.peer == peer and v.model == "iris")
+    load = next(ld for ld in LOADS if ld.key == "c1")
+    httpd = _answering(body)
+    try:
+        server = Server(variant, [], {}, httpd.server_address[1])
+        if accepted:
+            assert check_response(server, load).startswith(body[:20].decode())
+        else:
+            with pytest.raises(ServerStartError):
+                check_response(server, load)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
