@@ -302,3 +302,100 @@ def test_key_ignores_the_batch_dimension_only() -> None:
     assert key_of(feeds(1.0), None) == key_of(feeds(1.0, 2.0), None)
     assert key_of(feeds(1.0), None) != key_of(feeds(1.0, width=2), None)
     assert key_of(feeds(1.0), None) != key_of(feeds(1.0), ["a"])
+
+
+class ThreadModel(FakeModel):
+    """どのスレッドで実行されたかを記録する。"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def run(self, feeds: dict[str, Any], names: list[str] | None) -> list[Any]:
+        self.threads.append(threading.current_thread().name)
+        return super().run(feeds, names)
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "delay", "here"),
+    [
+        (1, 0.0, True),  # ほかに処理待ちが無い：その場で（スレッドへ渡さない）
+        (2, 0.0, False),  # ほかのリクエストの解析を止めない：モデルのスレッドで
+        (1, 0.05, False),  # 遅延があれば仲間を待つ（その場では実行しない）
+        (None, 0.0, False),  # 処理待ちの数を知らない：いつもモデルのスレッド
+    ],
+)
+def test_a_lone_request_on_an_idle_process_runs_on_the_event_loop(
+    in_flight: int | None, delay: float, here: bool
+) -> None:
+    async def scenario() -> None:
+        model, recorder = ThreadModel(), Recorder()
+        counter = None if in_flight is None else (lambda: in_flight)
+        batcher = make(model, delay=delay, in_flight=counter)
+        batcher.observer = recorder
+        values, _ = await batcher.run(feeds(1.0, 2.0), None)
+        np.testing.assert_array_equal(values, [[2.0], [4.0]])
+        loop_thread = threading.current_thread().name
+        assert (model.threads == [loop_thread]) is here
+        assert model.threads[0].startswith("model-batch") is not here
+        assert recorder.batches == [(1, 1)]
+        assert recorder.inferences == [2]
+        await batcher.close()
+
+    run(scenario)
+
+
+def test_a_request_on_the_event_loop_that_fails_gets_its_own_error() -> None:
+    async def scenario() -> None:
+        model = ThreadModel()
+        batcher = make(model, in_flight=lambda: 1)
+        with pytest.raises(ValueError, match="negative"):
+            await batcher.run(feeds(-1.0), None)
+        values, _ = await batcher.run(feeds(3.0), None)  # 次のリクエストは普通に答える
+        np.testing.assert_array_equal(values, [[6.0]])
+        assert model.threads == [threading.current_thread().name] * 2
+
+    run(scenario)
+
+
+def test_the_event_loop_path_is_not_taken_while_the_model_is_busy() -> None:
+    async def scenario() -> None:
+        model = ThreadModel()
+        count = [2]  # 1 件目はほかにも処理待ちがある：スレッドで（止めておく）
+        batcher = make(model, in_flight=lambda: count[0])
+        model.gate.clear()
+        first = asyncio.create_task(batcher.run(feeds(100.0), None))
+        await asyncio.to_thread(model.started.wait, WAIT)
+        count[0] = 1
+        second = asyncio.create_task(batcher.run(feeds(1.0), None))
+        await asyncio.sleep(0)
+        assert batcher.waiting == 1  # モデルが動いている：待ち行列へ（ループでは実行しない）
+        model.gate.set()
+        await first
+        values, _ = await second
+        np.testing.assert_array_equal(values, [[2.0]])
+        assert all(name.startswith("model-batch") for name in model.threads)
+
+    run(scenario)
+
+
+def test_after_company_the_event_loop_path_waits_for_a_quiet_run() -> None:
+    """待ち行列に積まれた後は、仲間なしの 1 件の推論が終わるまでその場では実行しない。"""
+
+    async def scenario() -> None:
+        model = ThreadModel()
+        count = [2]
+        batcher = make(model, in_flight=lambda: count[0])
+        first = await busy(model, batcher)
+        tasks = await queued(batcher, feeds(1.0), feeds(2.0))  # 仲間がいた：静かでない
+        model.gate.set()
+        await first
+        await asyncio.gather(*tasks)
+        count[0] = 1
+        await batcher.run(feeds(3.0), None)  # 直前は 2 件のバッチ：スレッドで、仲間なし
+        await batcher.run(feeds(4.0), None)  # 直前が仲間なしの 1 件：その場で
+        loop_thread = threading.current_thread().name
+        assert [name == loop_thread for name in model.threads] == [False, False, False, True]
+        assert model.calls == [1, 2, 1, 1]
+
+    run(scenario)

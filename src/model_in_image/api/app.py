@@ -35,7 +35,7 @@ from model_in_image.metrics import Metrics
 from model_in_image.observability.service import Observability
 from model_in_image.settings import Settings
 from model_in_image.state import ServerState
-from model_in_image.transport.connections import begin_drain, reset_drain
+from model_in_image.transport.connections import begin_drain, requests_in_flight, reset_drain
 from model_in_image.transport.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ class ModelServerApp:
             max_rows=settings.max_batch_size,
             delay=settings.max_batch_delay_ms / 1000,
             max_queue=settings.max_batch_queue,
+            in_flight=requests_in_flight,
         )
 
     def _on_drain(self) -> None:

@@ -7,6 +7,11 @@
   （行が満ちれば待たない。ドレインが始まれば待たない）。
 - 推論はモデル専用のスレッド 1 本で行う（ONNX Runtime は GIL を放す：その間もイベントループは
   次のリクエストを解析する）。状態を触るのはイベントループのスレッドだけ。
+- ただし遅延 0 でモデルが空き、このプロセスの処理待ちがこのリクエストだけ（in_flight() ≤ 1）で、
+  直前の推論が仲間なしの 1 件だった（静か）なら、イベントループの上でその場で実行する：解析を待つ
+  相手がいないのでスレッドへの受け渡し（重い MLP の c=1 で p50 0.27 → 0.34 ms）を払わない。
+  待ち行列に積まれたら静かでなくなり、仲間なしの 1 件の推論が終わるまでその場では実行しない
+  （混んだ周回の最後の 1 件がループを止めてバッチを崩さない）。
 - まとめた推論が失敗したら 1 件ずつやり直す（誤りは原因のリクエストだけに返る）。出力の行数が
   入力と合わないモデル（行ごとの出力でない）なら、以後はまとめない。
 - 待ち行列は max_queue 件まで。満ちていれば OverloadedError（503 / RESOURCE_EXHAUSTED）ですぐ断る。
@@ -68,8 +73,19 @@ def _timed(run: RunModel, parts: list[Feeds], names: list[str] | None) -> tuple[
 class AdaptiveBatcher:
     """検証済みのリクエストをまとめて推論する待ち行列（イベントループの上で使う）。"""
 
-    def __init__(self, run: RunModel, *, max_rows: int, delay: float, max_queue: int) -> None:
+    def __init__(
+        self,
+        run: RunModel,
+        *,
+        max_rows: int,
+        delay: float,
+        max_queue: int,
+        in_flight: Callable[[], int] | None = None,
+    ) -> None:
         self.max_rows = max_rows
+        # このプロセスの処理待ちの数（None ならいつもモデルのスレッドで実行する）
+        self._in_flight = in_flight
+        self._quiet = True  # 直前の推論が仲間なしの 1 件（その場で実行してよい）
         self.delay = delay
         self.max_queue = max_queue
         self.observer: BatchObserver | None = None
@@ -97,12 +113,36 @@ class AdaptiveBatcher:
                 f"batch queue is full ({self.max_queue} requests waiting for the model); "
                 "retry later"
             )
-        loop = asyncio.get_running_loop()
         rows = len(next(iter(feeds.values())))
+        if self._alone_and_idle():
+            return self._run_here(feeds, names, rows)
+        if self._busy or self._pending:
+            self._quiet = False
+        loop = asyncio.get_running_loop()
         item = _Pending(feeds, names, key_of(feeds, names), rows, loop.time(), loop.create_future())
         self._pending.append(item)
         self._schedule(loop)
         return await item.future
+
+    def _alone_and_idle(self) -> bool:
+        """静かで、モデルが空き、待ちも無く、遅延 0（かドレイン中）で、ほかに処理待ちが無い。"""
+        return (
+            self._in_flight is not None
+            and self._quiet
+            and not self._busy
+            and not self._pending
+            and (not self.delay or self._draining)
+            and self._in_flight() <= 1
+        )
+
+    def _run_here(self, feeds: Feeds, names: list[str] | None, rows: int) -> list[Any]:
+        """イベントループの上でその場で推論する（1 件のバッチとして数える）。"""
+        start = perf_counter()
+        outputs = self._run(feeds, names)
+        if self.observer is not None:
+            self.observer.observe_batch(1, [0.0])
+            self.observer.observe_inference(rows, perf_counter() - start)
+        return outputs
 
     def drain(self) -> None:
         """ドレイン：以後は仲間を待たずに実行する（イベントループの上で呼ぶ）。"""
@@ -202,6 +242,8 @@ class AdaptiveBatcher:
             if self.observer is not None:
                 self.observer.observe_inference(sum(item.rows for item in batch), seconds)
             self._deliver(batch, outputs)
+        if len(batch) == 1 and not self._pending:
+            self._quiet = True
         self._schedule(loop)
 
     def _deliver(self, batch: list[_Pending], outputs: list[Any]) -> None:
