@@ -8,7 +8,7 @@ DURATION ?= 30s
 LOADTEST_ARGS ?=
 
 .PHONY: bench
-bench: | $(UV) ## floor・教科書・本実装を wrk で比べる（全部、約 15 分、wrk が必要）
+bench: | $(UV) ## floor・教科書・本実装・peer（BentoML）を wrk で比べる（全部、約 50 分、wrk が必要）
 	$(BENCH_RUN) python -m benchmarks --uv "$(UV)" $(BENCH_ARGS)
 
 .PHONY: bench-quick
