@@ -137,11 +137,10 @@ class AdaptiveBatcher:
 
     def _run_here(self, feeds: Feeds, names: list[str] | None, rows: int) -> list[Any]:
         """イベントループの上でその場で推論する（1 件のバッチとして数える）。"""
-        start = perf_counter()
-        outputs = self._run(feeds, names)
+        outputs, seconds = _timed(self._run, [feeds], names)
         if self.observer is not None:
             self.observer.observe_batch(1, [0.0])
-            self.observer.observe_inference(rows, perf_counter() - start)
+            self.observer.observe_inference(rows, seconds)
         return outputs
 
     def drain(self) -> None:
