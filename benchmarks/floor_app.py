@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import orjson
+
+from benchmarks.onnx_session import open_session
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -29,22 +30,11 @@ _HEALTH = b'{"health":"ok"}'
 _NOT_FOUND = b'{"detail":"Not Found"}'
 
 
-def open_session(model_path: Path) -> tuple[ort.InferenceSession, str, list[str]]:
-    """1 スレッドのセッションと、入力名・確率テンソルの出力名を返す。"""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    output = next(o.name for o in session.get_outputs() if o.type == "tensor(float)")
-    return session, session.get_inputs()[0].name, [output]
-
-
 def create_app(model_path: Path | None = None) -> ASGIApp:
     """下限のアプリを作る（POST /predict と GET /health だけ）。"""
     path = model_path or Path(os.environ.get("FLOOR_MODEL", DEFAULT_MODEL))
-    session, input_name, outputs = open_session(path)
+    session, input_name, output = open_session(path)
+    outputs = [output]
 
     def predict(body: bytes) -> bytes:
         rows = np.array(orjson.loads(body)["data"], dtype=np.float32)

@@ -189,11 +189,13 @@ def check_response(server: Server, load: Load) -> str:
         except Exception as exc:
             raise ServerStartError(f"gRPC {load.path} failed: {exc}") from None
     status, body = request(server.port, "POST", load.path, load.body())
-    if status == 200 and server.variant.peer:  # peer は行の配列で答える
-        answer = json.loads(body)
-        if isinstance(answer, list) and len(answer) == load.rows:
-            return body[:120].decode("utf-8", "replace")
-    expected = "outputs" if load.api == V2 else "prediction"
-    if status != 200 or server.variant.peer or expected not in json.loads(body):
+    answer = json.loads(body) if status == 200 else None
+    if server.variant.peer:  # peer は行の JSON の配列で答える
+        answered = isinstance(answer, list) and len(answer) == load.rows
+    else:
+        answered = (
+            isinstance(answer, dict) and ("outputs" if load.api == V2 else "prediction") in answer
+        )
+    if not answered:
         raise ServerStartError(f"POST {load.path} returned {status}: {body[:300]!r}")
     return body[:120].decode("utf-8", "replace")

@@ -17,22 +17,13 @@ import os
 
 import bentoml
 import numpy as np
-import onnxruntime as ort
+
+from benchmarks.onnx_session import open_session
 
 MODEL = os.environ.get("PEER_MODEL", "models/iris_svc.onnx")
 WORKERS = int(os.environ.get("PEER_WORKERS", "1"))
 MAX_BATCH_SIZE = int(os.environ.get("PEER_MAX_BATCH_SIZE", "1"))
 MAX_LATENCY_MS = int(os.environ.get("PEER_MAX_LATENCY_MS", "1000"))
-
-
-def open_session(path: str) -> tuple[ort.InferenceSession, str, str]:
-    """1 スレッドのセッションと、入力名・最初の float テンソルの出力名。"""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-    output = next(o.name for o in session.get_outputs() if o.type == "tensor(float)")
-    return session, session.get_inputs()[0].name, output
 
 
 @bentoml.service(workers=WORKERS, traffic={"timeout": 30})
