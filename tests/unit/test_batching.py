@@ -349,11 +349,16 @@ def test_a_request_on_the_event_loop_that_fails_gets_its_own_error() -> None:
     async def scenario() -> None:
         model = ThreadModel()
         batcher = make(model, in_flight=lambda: 1)
+        recorder = Recorder()
+        batcher.observer = recorder
         with pytest.raises(ValueError, match="negative"):
             await batcher.run(feeds(-1.0), None)
         values, _ = await batcher.run(feeds(3.0), None)  # 次のリクエストは普通に答える
         np.testing.assert_array_equal(values, [[6.0]])
         assert model.threads == [threading.current_thread().name] * 2
+        # スレッドの経路と同じ数え方：失敗した実行もバッチに数え、推論は成功した分だけ
+        assert recorder.batches == [(1, 1), (1, 1)]
+        assert recorder.inferences == [1]
 
     run(scenario)
 

@@ -136,10 +136,12 @@ class AdaptiveBatcher:
         )
 
     def _run_here(self, feeds: Feeds, names: list[str] | None, rows: int) -> list[Any]:
-        """イベントループの上でその場で推論する（1 件のバッチとして数える）。"""
-        outputs, seconds = _timed(self._run, [feeds], names)
+        """イベントループの上でその場で推論する（1 件のバッチとして数える：スレッドの経路と同じく
+        バッチは実行の前に、推論は成功したときだけ記録する）。"""
         if self.observer is not None:
             self.observer.observe_batch(1, [0.0])
+        outputs, seconds = _timed(self._run, [feeds], names)
+        if self.observer is not None:
             self.observer.observe_inference(rows, seconds)
         return outputs
 
